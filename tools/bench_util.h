@@ -1,0 +1,66 @@
+// Kernel benchmark harness (the spirit of llm.c's dev/cuda): check first, then time with warm-up, an L2
+// flush before every timed run, CUDA events, and the median. Include from .cu benchmark files only.
+#pragma once
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <vector>
+
+#include "engine/cuda_buffer.h"
+
+namespace vit::bench {
+
+// Measured ceilings on the H100 of the GPU machine (docs/benchmarks.md); used for "fraction of ceiling".
+constexpr double kPeakBf16Flops = 790e12;
+constexpr double kCopyBytesPerSec = 3.0e12;
+
+class Timer {
+ public:
+  Timer() {
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&l2_, cudaDevAttrL2CacheSize, dev));
+    flush_ = gpu::DeviceBuffer<char>((size_t)l2_ * 2);
+    CUDA_CHECK(cudaEventCreate(&a_));
+    CUDA_CHECK(cudaEventCreate(&b_));
+  }
+  ~Timer() {
+    cudaEventDestroy(a_);
+    cudaEventDestroy(b_);
+  }
+  Timer(const Timer&) = delete;
+  Timer& operator=(const Timer&) = delete;
+
+  // Median time in microseconds of fn() over `reps` runs after `warm` warm-ups, L2 flushed before each.
+  double median_us(const std::function<void()>& fn, int reps = 50, int warm = 5, cudaStream_t s = 0) {
+    for (int i = 0; i < warm; ++i) fn();
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    std::vector<float> t(reps);
+    for (int i = 0; i < reps; ++i) {
+      CUDA_CHECK(cudaMemsetAsync(flush_.get(), i & 0xFF, flush_.bytes(), s));
+      CUDA_CHECK(cudaEventRecord(a_, s));
+      fn();
+      CUDA_CHECK(cudaEventRecord(b_, s));
+      CUDA_CHECK(cudaEventSynchronize(b_));
+      CUDA_CHECK(cudaEventElapsedTime(&t[i], a_, b_));
+    }
+    std::nth_element(t.begin(), t.begin() + reps / 2, t.end());
+    return t[reps / 2] * 1e3;
+  }
+
+ private:
+  int l2_ = 0;
+  gpu::DeviceBuffer<char> flush_;
+  cudaEvent_t a_{}, b_{};
+};
+
+// One result line; machine-readable prefix "BENCH" so the device script can collect a table.
+inline void report(const char* name, double us, double flops, double bytes) {
+  std::printf("BENCH %-40s %9.1f us", name, us);
+  if (flops > 0) std::printf("  %7.1f TFLOP/s (%4.1f%% of peak)", flops / us * 1e-6, 100.0 * flops / us * 1e-6 / (kPeakBf16Flops * 1e-12));
+  if (bytes > 0) std::printf("  %7.1f GB/s (%4.1f%% of copy)", bytes / us * 1e-3, 100.0 * bytes / us * 1e-3 / (kCopyBytesPerSec * 1e-9));
+  std::printf("\n");
+  std::fflush(stdout);
+}
+
+}  // namespace vit::bench
