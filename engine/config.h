@@ -14,6 +14,7 @@ struct RunConfig {
   int64_t seed = 0;
   std::string output_dir = "runs/default";
   std::string name = "vit";
+  bool operator==(const RunConfig&) const = default;
 };
 
 struct ModelConfig {
@@ -49,6 +50,7 @@ struct ModelConfig {
   bool init_variance_rescale = false;
   std::string act = "gelu";               // gelu | gelu_tanh
   std::string init_from = "";             // safetensors file in timm naming ("" = random init)
+  bool operator==(const ModelConfig&) const = default;
 };
 
 struct TransformConfig {
@@ -62,6 +64,7 @@ struct TransformConfig {
   std::array<double, 3> mean{0.485, 0.456, 0.406};
   std::array<double, 3> std{0.229, 0.224, 0.225};
   double crop_pct = 0.875;                            // eval: resize to img/crop_pct then center crop
+  bool operator==(const TransformConfig&) const = default;
 };
 
 struct DataConfig {
@@ -73,15 +76,19 @@ struct DataConfig {
   int num_workers = 4;
   int prefetch = 4;                  // batches decoded ahead
   int synthetic_samples = 2048;      // synthetic: images per epoch
+  int synthetic_classes = 10;        // synthetic: number of classes (labels 0..K-1)
+  int synthetic_val_samples = 512;   // synthetic: images in the val split
   TransformConfig transforms;
+  bool operator==(const DataConfig&) const = default;
 };
 
 struct CheckpointConfig {
   std::string path = "";             // "" = no checkpoints
   int64_t interval = 0;              // steps between checkpoints (0 = only at the end)
-  int keep_last = 3;
+  int keep_last = 3;                 // committed checkpoints kept (0 = keep all)
   std::string resume_from_metric = "";  // "" = newest; "+val_top1" highest, "-val_loss" lowest
   bool resume = true;                // auto-resume from path if a committed checkpoint exists
+  bool operator==(const CheckpointConfig&) const = default;
 };
 
 struct TrainingConfig {
@@ -94,6 +101,7 @@ struct TrainingConfig {
   double label_smoothing = 0.0;
   double grad_clip = 1.0;            // max global norm; 0 = off
   CheckpointConfig checkpoint;
+  bool operator==(const TrainingConfig&) const = default;
 };
 
 struct OptimizerConfig {
@@ -101,12 +109,14 @@ struct OptimizerConfig {
   std::array<double, 2> betas{0.9, 0.999};
   double eps = 1e-8;
   double weight_decay = 0.05;
+  bool operator==(const OptimizerConfig&) const = default;
 };
 
 struct SchedulerConfig {
   std::string name = "cosine";       // cosine | linear | constant
   int64_t warmup_steps = 0;
   double min_lr = 0.0;
+  bool operator==(const SchedulerConfig&) const = default;
 };
 
 struct DistributedConfig {
@@ -116,11 +126,13 @@ struct DistributedConfig {
   std::string outer_strategy = "replicate";      // replicate | shard (optimizer state over outer groups)
   std::string grad_reduce_dtype = "fp32";        // fp32 | bf16
   double timeout_s = 600;                        // a stalled collective ends the job after this long
+  bool operator==(const DistributedConfig&) const = default;
 };
 
 struct LoggingConfig {
   std::string metrics_file = "metrics.jsonl";    // relative to run.output_dir
   double peak_tflops = 790.0;                    // for MFU
+  bool operator==(const LoggingConfig&) const = default;
 };
 
 struct Config {
@@ -132,6 +144,7 @@ struct Config {
   SchedulerConfig scheduler;
   DistributedConfig distributed;
   LoggingConfig logging;
+  bool operator==(const Config&) const = default;
 };
 
 // Loads `path` (TOML), applies `overrides` ("a.b.c=value", value parsed as a TOML value, bare words as

@@ -1,0 +1,111 @@
+// The CPU backend as the tape sees it: every op forwards to its vit::ref kernel. T = float for training,
+// double for the gradient checks. Activations, parameters, gradients and statistics are all T.
+#pragma once
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "engine/check.h"
+#include "kernels/adamw.h"
+#include "kernels/attention.h"
+#include "kernels/elementwise.h"
+#include "kernels/embed.h"
+#include "kernels/gelu.h"
+#include "kernels/layernorm.h"
+#include "kernels/linear.h"
+#include "kernels/patch_embed.h"
+#include "kernels/pool.h"
+#include "kernels/reduce.h"
+#include "kernels/softmax_xent.h"
+
+namespace vit {
+
+template <class T>
+struct CpuOps {
+  using Act = T;
+  using Param = T;
+  using Grad = T;
+  using Stat = T;
+  static constexpr bool is_gpu = false;
+  static constexpr const char* name = "cpu";
+
+  // Host memory, 64-byte aligned (vector loads; matches the GPU's alignment rules).
+  void* alloc(size_t bytes, const char* what) {
+    void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    VIT_REQUIRE(p || bytes == 0, "out of host memory allocating ", bytes >> 20, " MiB for ", what,
+                ": lower training.micro_batch_size");
+    return p;
+  }
+  void release(void* p) { std::free(p); }
+  void zero(void* p, size_t bytes) { std::memset(p, 0, bytes); }
+  void copy(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+
+  void patchify(Act* out, const float* img, int B, int C, int H, int W, int p) { ref::patchify<T>(out, img, B, C, H, W, p); }
+  void linear_forward(Act* out, const Act* x, const Param* w, const Param* b, i64 M, int K, int N) {
+    ref::linear_forward<T>(out, x, w, b, M, K, N);
+  }
+  void linear_backward(Act* dx, Grad* dw, Grad* db, const Act* dout, const Act* x, const Param* w, i64 M, int K, int N,
+                       bool acc) {
+    ref::linear_backward<T>(dx, dw, db, dout, x, w, M, K, N, acc);
+  }
+  void embed_forward(Act* x, const Act* pt, const Param* cls, const Param* reg, const Param* pos, const EmbedShape& s) {
+    ref::embed_forward<T>(x, pt, cls, reg, pos, s);
+  }
+  void embed_backward(Act* dpt, Grad* dcls, Grad* dreg, Grad* dpos, const Act* dx, const EmbedShape& s) {
+    ref::embed_backward<T>(dpt, dcls, dreg, dpos, dx, s);
+  }
+  void layernorm_forward(Act* out, Stat* mean, Stat* rstd, const Act* x, const Param* w, const Param* b, i64 rows, int C,
+                         double eps) {
+    ref::layernorm_forward<T>(out, mean, rstd, x, w, b, rows, C, eps);
+  }
+  void layernorm_backward(Act* dx, Grad* dw, Grad* db, const Act* dout, const Act* x, const Param* w, const Stat* mean,
+                          const Stat* rstd, i64 rows, int C, bool acc) {
+    ref::layernorm_backward<T>(dx, dw, db, dout, x, w, mean, rstd, rows, C, acc);
+  }
+  void attention_forward(Act* out, Stat* lse, const Act* qkv, int B, int Tn, int H, int d, double scale) {
+    ref::attention_forward<T>(out, lse, qkv, B, Tn, H, d, scale);
+  }
+  void attention_backward(Act* dqkv, const Act* dout, const Act* qkv, const Act* out, const Stat* lse, int B, int Tn, int H,
+                          int d, double scale) {
+    ref::attention_backward<T>(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale);
+  }
+  void gelu_forward(Act* out, const Act* x, i64 n, bool tanh) { ref::gelu_forward<T>(out, x, n, tanh); }
+  void gelu_backward(Act* dx, const Act* dout, const Act* x, i64 n, bool tanh) { ref::gelu_backward<T>(dx, dout, x, n, tanh); }
+  void add(Act* out, const Act* a, const Act* b, i64 n) { ref::add<T>(out, a, b, n); }
+  void layer_scale_forward(Act* out, const Act* x, const Param* g, i64 rows, int C) {
+    ref::layer_scale_forward<T>(out, x, g, rows, C);
+  }
+  void layer_scale_backward(Act* dx, Grad* dg, const Act* dout, const Act* x, const Param* g, i64 rows, int C) {
+    ref::layer_scale_backward<T>(dx, dg, dout, x, g, rows, C);
+  }
+  void dropout_forward(Act* out, const Act* x, i64 n, float p, uint64_t seed, uint64_t site) {
+    ref::dropout_forward<T>(out, x, n, p, seed, site);
+  }
+  void dropout_backward(Act* dx, const Act* dout, i64 n, float p, uint64_t seed, uint64_t site) {
+    ref::dropout_backward<T>(dx, dout, n, p, seed, site);
+  }
+  void drop_path_forward(Act* out, const Act* x, int B, i64 per, float p, uint64_t seed, uint64_t site) {
+    ref::drop_path_forward<T>(out, x, B, per, p, seed, site);
+  }
+  void drop_path_backward(Act* dx, const Act* dout, int B, i64 per, float p, uint64_t seed, uint64_t site) {
+    ref::drop_path_backward<T>(dx, dout, B, per, p, seed, site);
+  }
+  void pool_forward(Act* out, const Act* x, int B, int Tn, int D, PoolMode m, int np) {
+    ref::pool_forward<T>(out, x, B, Tn, D, m, np);
+  }
+  void pool_backward(Act* dx, const Act* dout, int B, int Tn, int D, PoolMode m, int np) {
+    ref::pool_backward<T>(dx, dout, B, Tn, D, m, np);
+  }
+  // losses: (B) per-sample losses; dlogits may be null.
+  void softmax_xent(Stat* losses, Act* dlogits, const Act* logits, const int* labels, int B, int K, double smoothing,
+                    double dscale) {
+    ref::softmax_xent<T>(losses, dlogits, logits, labels, B, K, smoothing, dscale);
+  }
+  // correct[0] += top-1 hits, correct[1] += top-5 hits (host memory here).
+  void topk_correct(int* correct, const Act* logits, const int* labels, int B, int K) {
+    correct[0] += ref::topk_correct<T>(logits, labels, B, K, 1);
+    correct[1] += ref::topk_correct<T>(logits, labels, B, K, 5);
+  }
+};
+
+}  // namespace vit

@@ -1,0 +1,159 @@
+// The explicit tape. Forward runs each op and appends a node holding everything its backward needs
+// (pointers into the planned activation / gradient / parameter buffers, shapes, attributes); backward walks
+// the nodes in reverse. Nothing is allocated per step: the node vector keeps its capacity, every buffer
+// comes from the memory plan. Conventions: parameter gradients accumulate (+=); an activation gradient is
+// written (=) unless the node's `acc` flag says another consumer already wrote it.
+// Ops is the backend (CpuOps<T> or CudaOps): it fixes the element types and runs the kernels.
+#pragma once
+#include <variant>
+#include <vector>
+
+#include "kernels/embed.h"
+#include "kernels/pool.h"
+#include "kernels/types.h"
+
+namespace vit {
+
+// FSDP hooks at unit boundaries: gather parameters before a unit runs, release them after, reduce its
+// gradient when its backward is done. The single-rank store makes these no-ops.
+struct UnitHooks {
+  virtual ~UnitHooks() = default;
+  virtual void forward_begin(int unit) = 0;
+  virtual void forward_end(int unit) = 0;
+  virtual void backward_begin(int unit) = 0;
+  virtual void backward_end(int unit) = 0;
+};
+
+template <class Ops>
+struct Nodes {
+  using A = typename Ops::Act;
+  using P = typename Ops::Param;
+  using G = typename Ops::Grad;
+  using S = typename Ops::Stat;
+
+  struct Unit {  // marks where a unit's ops begin (begin = true) or end in forward order
+    int unit;
+    bool begin;
+    UnitHooks* hooks;
+    void forward(Ops&) { begin ? hooks->forward_begin(unit) : hooks->forward_end(unit); }
+    void backward(Ops&) { begin ? hooks->backward_end(unit) : hooks->backward_begin(unit); }
+  };
+  struct PatchEmbed {  // patches = patchify(img); out = patches · W^T + b
+    A* out; A* patches; const float* img; const P* w; const P* b;
+    A* dout; G* dw; G* db;
+    int B, C, H, W, p, D;
+    void forward(Ops& o) {
+      o.patchify(patches, img, B, C, H, W, p);
+      o.linear_forward(out, patches, w, b, (i64)B * (H / p) * (W / p), C * p * p, D);
+    }
+    void backward(Ops& o) {
+      o.linear_backward(nullptr, dw, db, dout, patches, w, (i64)B * (H / p) * (W / p), C * p * p, D, false);
+    }
+  };
+  struct Embed {
+    A* x; const A* patch_tokens; const P* cls; const P* reg; const P* pos; EmbedShape s;
+    A* dx; A* dpatch; G* dcls; G* dreg; G* dpos;
+    void forward(Ops& o) { o.embed_forward(x, patch_tokens, cls, reg, pos, s); }
+    void backward(Ops& o) { o.embed_backward(dpatch, dcls, dreg, dpos, dx, s); }
+  };
+  struct LayerNorm {
+    A* out; S* mean; S* rstd; const A* x; const P* w; const P* b; i64 rows; int C; double eps;
+    A* dout; A* dx; G* dw; G* db; bool acc;
+    void forward(Ops& o) { o.layernorm_forward(out, mean, rstd, x, w, b, rows, C, eps); }
+    void backward(Ops& o) { o.layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, rows, C, acc); }
+  };
+  struct Linear {
+    A* out; const A* x; const P* w; const P* b; i64 M; int K, N;
+    A* dout; A* dx; G* dw; G* db; bool acc;
+    void forward(Ops& o) { o.linear_forward(out, x, w, b, M, K, N); }
+    void backward(Ops& o) { o.linear_backward(dx, dw, db, dout, x, w, M, K, N, acc); }
+  };
+  struct Attention {
+    A* out; S* lse; const A* qkv; int B, Tn, H, d; double scale;
+    A* dout; A* dqkv;
+    void forward(Ops& o) { o.attention_forward(out, lse, qkv, B, Tn, H, d, scale); }
+    void backward(Ops& o) { o.attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale); }
+  };
+  struct Gelu {
+    A* out; const A* x; i64 n; bool tanh;
+    A* dout; A* dx;
+    void forward(Ops& o) { o.gelu_forward(out, x, n, tanh); }
+    void backward(Ops& o) { o.gelu_backward(dx, dout, x, n, tanh); }
+  };
+  // out = a + b. The model aliases the residual stream's gradient buffers (da == dout), so usually only the
+  // branch side (db) needs work, and often not even that (db == dout too).
+  struct Add {
+    A* out; const A* a; const A* b; i64 n;
+    A* dout; A* da; A* db;
+    void forward(Ops& o) { o.add(out, a, b, n); }
+    void backward(Ops& o) {
+      if (da && da != dout) o.copy(da, dout, sizeof(A) * n);
+      if (db && db != dout) o.copy(db, dout, sizeof(A) * n);
+    }
+  };
+  struct LayerScale {
+    A* out; const A* x; const P* g; i64 rows; int C;
+    A* dout; A* dx; G* dg;
+    void forward(Ops& o) { o.layer_scale_forward(out, x, g, rows, C); }
+    void backward(Ops& o) { o.layer_scale_backward(dx, dg, dout, x, g, rows, C); }
+  };
+  struct Dropout {  // may run in place (out == x, dx == dout): the mask is regenerated, not stored
+    A* out; const A* x; i64 n; float p; uint64_t seed, site;
+    A* dout; A* dx;
+    void forward(Ops& o) { o.dropout_forward(out, x, n, p, seed, site); }
+    void backward(Ops& o) { o.dropout_backward(dx, dout, n, p, seed, site); }
+  };
+  struct DropPath {  // may run in place
+    A* out; const A* x; int B; i64 per; float p; uint64_t seed, site;
+    A* dout; A* dx;
+    void forward(Ops& o) { o.drop_path_forward(out, x, B, per, p, seed, site); }
+    void backward(Ops& o) { o.drop_path_backward(dx, dout, B, per, p, seed, site); }
+  };
+  struct Pool {
+    A* out; const A* x; int B, Tn, D; PoolMode mode; int n_prefix;
+    A* dout; A* dx;
+    void forward(Ops& o) { o.pool_forward(out, x, B, Tn, D, mode, n_prefix); }
+    void backward(Ops& o) { o.pool_backward(dx, dout, B, Tn, D, mode, n_prefix); }
+  };
+  // Loss and its gradient in one fused pass (forward computes dlogits; backward has nothing left to do).
+  struct SoftmaxXent {
+    S* losses; A* dlogits; const A* logits; const int* labels; int B, K; double smoothing, dscale;
+    void forward(Ops& o) { o.softmax_xent(losses, dlogits, logits, labels, B, K, smoothing, dscale); }
+    void backward(Ops&) {}
+  };
+
+  using Node = std::variant<Unit, PatchEmbed, Embed, LayerNorm, Linear, Attention, Gelu, Add, LayerScale, Dropout,
+                            DropPath, Pool, SoftmaxXent>;
+};
+
+template <class Ops>
+class Tape {
+ public:
+  using N = Nodes<Ops>;
+  using Node = typename N::Node;
+
+  explicit Tape(Ops& ops) : ops_(ops) { nodes_.reserve(1024); }
+
+  // Forward-only (evaluation) when recording is off: ops run, nothing is kept.
+  void start(bool recording) {
+    nodes_.clear();  // keeps capacity: no allocation after the first step
+    recording_ = recording;
+  }
+  template <class NodeT>
+  void run(NodeT n) {
+    n.forward(ops_);
+    if (recording_) nodes_.emplace_back(std::move(n));
+  }
+  void backward() {
+    for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) std::visit([&](auto& n) { n.backward(ops_); }, *it);
+  }
+  size_t size() const { return nodes_.size(); }
+  Ops& ops() { return ops_; }
+
+ private:
+  Ops& ops_;
+  std::vector<Node> nodes_;
+  bool recording_ = true;
+};
+
+}  // namespace vit

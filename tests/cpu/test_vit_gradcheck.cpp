@@ -1,0 +1,133 @@
+// Whole-model gradient check in float64: every parameter tensor of small ViTs (several option sets)
+// against central differences of the loss, through the same tape the trainer uses.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "engine/local_store.h"
+#include "engine/ops_cpu.h"
+#include "model/vit.h"
+#include "tests/cpu/gradcheck.h"
+
+using namespace vit;
+
+namespace {
+
+ModelConfig tiny_model() {
+  ModelConfig m;
+  m.img_size = {8, 12};  // non-square: 2 x 3 patches
+  m.patch_size = 4;
+  m.in_chans = 3;
+  m.num_classes = 5;
+  m.embed_dim = 8;
+  m.depth = 2;
+  m.num_heads = 2;
+  m.mlp_ratio = 1.5;
+  return m;
+}
+
+// Loss of the model on a fixed batch (forward only), for the finite differences.
+double loss_of(ViT<CpuOps<double>>& model, LocalStore<CpuOps<double>>& store, const std::vector<float>& img,
+               const std::vector<int>& labels, int B, const StepContext& ctx) {
+  model.forward(store, img.data(), labels.data(), B, ctx);
+  double s = 0;
+  for (int i = 0; i < B; ++i) s += model.losses()[i];
+  return s * ctx.dscale;
+}
+
+void check_model(const ModelConfig& m, const char* what, double tol = 1e-6) {
+  CAPTURE(what);
+  CpuOps<double> ops;
+  ParamLayout layout(m);
+  LocalStore<CpuOps<double>> store(layout, ops);
+  store.init(1234);
+  // Larger-than-init weights so every path carries signal (timm's 1e-6 token init would hide errors).
+  for (size_t u = 0; u < layout.units().size(); ++u) {
+    auto r = test::randn(layout.units()[u].numel, 99 + u, 0.5);
+    double* p = store.params((int)u);
+    for (int64_t i = 0; i < layout.units()[u].numel; ++i) p[i] += r[i];
+  }
+  const int B = 2;
+  const ModelDims d = layout.dims();
+  std::vector<float> img(B * d.C * d.H * d.W);
+  for (size_t i = 0; i < img.size(); ++i) img[i] = (float)rng::normal(5, 5, i);
+  std::vector<int> labels = {1, 4};
+  ViT<CpuOps<double>> model(m, layout, ops, B);
+  StepContext ctx;
+  ctx.train = true;
+  ctx.seed = 77;
+  ctx.dscale = 1.0 / B;
+  ctx.label_smoothing = 0.1;
+
+  // Analytic gradients, added onto a non-zero starting gradient to prove accumulation (+=).
+  std::vector<std::vector<double>> g0(layout.units().size());
+  for (size_t u = 0; u < layout.units().size(); ++u) {
+    g0[u] = test::randn(layout.units()[u].numel, 500 + u);
+    std::copy(g0[u].begin(), g0[u].end(), store.grads((int)u));
+  }
+  model.forward(store, img.data(), labels.data(), B, ctx);
+  model.backward();
+
+  double worst = 0;
+  for (const ParamSpec& P : layout.params()) {
+    CAPTURE(P.name);
+    std::vector<double> x(store.param(P.name), store.param(P.name) + P.numel);
+    std::vector<double> analytic(P.numel);
+    for (int64_t i = 0; i < P.numel; ++i) analytic[i] = store.grad(P.name)[i] - g0[P.unit][P.offset + i];
+    double* live = store.param(P.name);
+    auto loss = [&] {
+      std::copy(x.begin(), x.end(), live);
+      return loss_of(model, store, img, labels, B, ctx);
+    };
+    double err = test::grad_error(x, analytic, loss);
+    std::copy(x.begin(), x.end(), live);
+    worst = std::max(worst, err);
+    CHECK(err < tol);
+  }
+  std::printf("gradcheck %-28s worst relative error over %zu tensors: %.2e\n", what, layout.params().size(), worst);
+}
+
+}  // namespace
+
+TEST_CASE("vit gradcheck: classic ViT (class token, token pool, final norm)") { check_model(tiny_model(), "classic"); }
+
+TEST_CASE("vit gradcheck: avg pool, no class token, fc_norm, register tokens, no_embed_class") {
+  ModelConfig m = tiny_model();
+  m.global_pool = "avg";
+  m.class_token = false;
+  m.reg_tokens = 2;
+  m.no_embed_class = true;
+  check_model(m, "avg+reg+no_embed_class");
+}
+
+TEST_CASE("vit gradcheck: pre_norm, layer scale, no biases, tanh GELU, final norm off") {
+  ModelConfig m = tiny_model();
+  m.pre_norm = true;
+  m.init_values = 0.3;
+  m.qkv_bias = false;
+  m.proj_bias = false;
+  m.act = "gelu_tanh";
+  m.final_norm = false;
+  check_model(m, "pre_norm+ls+nobias+tanh");
+}
+
+TEST_CASE("vit gradcheck: every dropout on (fixed seed: masks are part of the function)") {
+  ModelConfig m = tiny_model();
+  m.init_values = 0.5;
+  m.drop_rate = 0.2;
+  m.pos_drop_rate = 0.2;
+  m.proj_drop_rate = 0.2;
+  m.drop_path_rate = 0.3;
+  m.depth = 3;
+  check_model(m, "dropouts+drop_path+ls");
+}
+
+TEST_CASE("vit gradcheck: avg pool with final norm before pooling, no pos embed") {
+  ModelConfig m = tiny_model();
+  m.global_pool = "avg";
+  m.fc_norm = "false";
+  m.pos_embed = "none";
+  check_model(m, "avg+norm+no_pos");
+}
