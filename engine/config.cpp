@@ -94,6 +94,7 @@ void apply(Config& c, const cs::Field& f, const cs::Value& v, const std::string&
 struct Entry {
   std::string key;
   const toml::node* node;
+  toml::source_region at;  // the key's position (the value's when toml++ has none for the key)
 };
 
 // Flattens the table into dotted keys. Known sections and non-empty unknown tables are walked (so
@@ -105,7 +106,7 @@ void collect(const toml::table& t, const std::string& prefix, std::vector<Entry>
     if (sub && !cs::find_field(key) && (cs::is_section(key) || !sub->empty())) {
       collect(*sub, key, out);
     } else {
-      out.push_back({key, &n});
+      out.push_back({key, &n, k.source().begin.line ? k.source() : n.source()});
     }
   }
 }
@@ -113,7 +114,7 @@ void collect(const toml::table& t, const std::string& prefix, std::vector<Entry>
 void apply_file(Config& c, const std::string& text, const std::string& origin, Sources& sources) {
   toml::table root;
   try {
-    root = toml::parse(text, origin);
+    root = toml::parse(std::string_view(text), std::string_view(origin));
   } catch (const toml::parse_error& e) {
     fail(where(origin, e.source()), ": malformed TOML: ", e.description());
   }
@@ -121,12 +122,12 @@ void apply_file(Config& c, const std::string& text, const std::string& origin, S
   collect(root, "", entries);
   // toml++ tables are sorted by key: report problems in file order instead.
   std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-    const auto& x = a.node->source().begin;
-    const auto& y = b.node->source().begin;
+    const auto& x = a.at.begin;
+    const auto& y = b.at.begin;
     return std::tie(x.line, x.column) < std::tie(y.line, y.column);
   });
   for (const auto& e : entries) {
-    const std::string at = where(origin, e.node->source());
+    const std::string at = where(origin, e.at);
     const cs::Field* f = cs::find_field(e.key);
     if (!f) {
       if (const auto* t = e.node->as_table(); t && t->empty() && !cs::is_section(e.key))
@@ -154,7 +155,8 @@ bool starts_structured(const std::string& raw) {
 cs::Value parse_override_value(const std::string& raw, const cs::Field& f, const std::string& at) {
   toml::table t;
   try {
-    t = toml::parse("v = " + raw, "override");
+    const std::string doc = "v = " + raw;
+    t = toml::parse(std::string_view(doc), std::string_view("override"));
   } catch (const toml::parse_error& e) {
     if (starts_structured(raw)) {
       fail(at, ": cannot parse the value ", raw, " as TOML: ", e.description(),

@@ -1,6 +1,7 @@
 // The CPU backend as the tape sees it: every op forwards to its vit::ref kernel. T = float for training,
 // double for the gradient checks. Activations, parameters, gradients and statistics are all T.
 #pragma once
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -26,6 +27,7 @@ struct CpuOps {
   using Param = T;
   using Grad = T;
   using Stat = T;
+  using Master = T;  // optimizer precision: the parameters themselves on the CPU
   static constexpr bool is_gpu = false;
   static constexpr const char* name = "cpu";
 
@@ -39,6 +41,8 @@ struct CpuOps {
   void release(void* p) { std::free(p); }
   void zero(void* p, size_t bytes) { std::memset(p, 0, bytes); }
   void copy(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+  void upload(void* dst, const void* host, size_t bytes) { std::memcpy(dst, host, bytes); }
+  void download(void* host, const void* src, size_t bytes) { std::memcpy(host, src, bytes); }
 
   void patchify(Act* out, const float* img, int B, int C, int H, int W, int p) { ref::patchify<T>(out, img, B, C, H, W, p); }
   void linear_forward(Act* out, const Act* x, const Param* w, const Param* b, i64 M, int K, int N) {
@@ -101,6 +105,29 @@ struct CpuOps {
                     double dscale) {
     ref::softmax_xent<T>(losses, dlogits, logits, labels, B, K, smoothing, dscale);
   }
+  // ---- optimizer side (scalars live in host memory here) ----
+  void add_inplace(Grad* dst, const Grad* src, i64 n) { ref::add<T>(dst, dst, src, n); }
+  void sum_squares(Stat* acc, const Grad* x, i64 n) { acc[0] += (Stat)ref::sum_squares<T>(x, n); }
+  void clip_scale(Stat* scale, Stat* norm, const Stat* sumsq, double max_norm) {
+    norm[0] = (Stat)std::sqrt((double)sumsq[0]);
+    scale[0] = (Stat)ref::clip_scale((double)norm[0], max_norm);
+  }
+  // p_low is the parameter copy in the gathered dtype; on the CPU it is the master itself.
+  void adamw(Master* p, Param* p_low, const Grad* g, Master* m, Master* v, i64 n, const AdamWParams& ap, const Stat* scale) {
+    ref::adamw_step<T>(p, g, m, v, n, ap, (double)scale[0]);
+    if (p_low && p_low != p) std::memcpy(p_low, p, sizeof(T) * n);
+  }
+  void master_to_param(Param* dst, const Master* src, i64 n) {
+    if (dst != src) std::memcpy(dst, src, sizeof(T) * n);
+  }
+  void accumulate_loss(Stat* acc, const Stat* losses, int n, double scale) {
+    double t = 0;
+    for (int i = 0; i < n; ++i) t += (double)losses[i];
+    acc[0] += (Stat)(t * scale);
+  }
+  Stat read_scalar(const Stat* s) { return s[0]; }
+  void write_scalar(Stat* s, Stat v) { s[0] = v; }
+
   // correct[0] += top-1 hits, correct[1] += top-5 hits (host memory here).
   void topk_correct(int* correct, const Act* logits, const int* labels, int B, int K) {
     correct[0] += ref::topk_correct<T>(logits, labels, B, K, 1);

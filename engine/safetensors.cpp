@@ -275,7 +275,10 @@ std::string Writer::header() const {
     h += ":{\"dtype\":\"";
     h += dtype_name(p->dtype);
     h += "\",\"shape\":[";
-    for (size_t i = 0; i < p->shape.size(); ++i) h += (i ? "," : "") + std::to_string(p->shape[i]);
+    for (size_t i = 0; i < p->shape.size(); ++i) {
+      if (i) h += ',';
+      h += std::to_string(p->shape[i]);
+    }
     h += "],\"data_offsets\":[" + std::to_string(offset) + "," + std::to_string(offset + p->data.size()) + "]}";
     offset += p->data.size();
   }

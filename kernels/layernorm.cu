@@ -27,7 +27,7 @@ template <int VPL>
 __global__ void __launch_bounds__(kWarps * 32)
     ln_forward_vec(bf16* __restrict__ out, float* __restrict__ mean, float* __restrict__ rstd,
                    const bf16* __restrict__ x, const bf16* __restrict__ weight, const bf16* __restrict__ bias,
-                   i64 rows, int C, float eps) {
+                   i64 rows, int C, float inv_c, float eps) {
   const int lane = threadIdx.x & 31;
   const i64 row = (i64)blockIdx.x * kWarps + (threadIdx.x >> 5);
   if (row >= rows) return;
@@ -47,7 +47,6 @@ __global__ void __launch_bounds__(kWarps * 32)
       for (int j = 0; j < 8; ++j) s += v[k][j];
     }
   }
-  const float inv_c = 1.f / (float)C;
   const float mu = warp_sum(s) * inv_c;
   float q = 0.f;  // two-pass variance from registers: no E[x²] − E[x]² cancellation
 #pragma unroll
@@ -77,16 +76,20 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-// partial: gridDim.x rows of 2C floats (dweight partials, then dbias partials).
-template <int VPL>
-__global__ void __launch_bounds__(kWarps * 32)
+// Resident blocks per SM the backward asks the compiler for (caps registers at 65536 / (128 · n)): enough
+// warps in flight to cover memory latency without spilling the per-lane dweight/dbias partials.
+constexpr int bwd_min_blocks(int vpl) { return vpl <= 3 ? 4 : vpl == 4 ? 3 : 2; }
+
+// partial: gridDim.x rows of 2C floats (dweight partials, then dbias partials). ACC: dx += instead of =
+// (a template parameter so the plain kernel holds no registers for the old dx).
+template <int VPL, bool ACC>
+__global__ void __launch_bounds__(kWarps * 32, bwd_min_blocks(VPL))
     ln_backward_vec(bf16* __restrict__ dx, float* __restrict__ partial, const bf16* __restrict__ dout,
                     const bf16* __restrict__ x, const bf16* __restrict__ weight, const float* __restrict__ mean,
-                    const float* __restrict__ rstd, i64 rows, int C, bool dx_accumulate) {
+                    const float* __restrict__ rstd, i64 rows, int C, float inv_c) {
   __shared__ float red[2 * VPL * 256];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int nv = C >> 3;
-  const float inv_c = 1.f / (float)C;
   uint4 wraw[VPL];  // weight kept packed (bf16) in registers: 4 registers per vector instead of 8
   float dw[VPL][8], db[VPL][8];
 #pragma unroll
@@ -100,14 +103,14 @@ __global__ void __launch_bounds__(kWarps * 32)
     const uint4* xr = reinterpret_cast<const uint4*>(x + row * C);
     const uint4* gr = reinterpret_cast<const uint4*>(dout + row * C);
     uint4* dr = reinterpret_cast<uint4*>(dx + row * C);
-    uint4 xraw[VPL], graw[VPL], draw[VPL];
+    uint4 xraw[VPL], graw[VPL], draw[ACC ? VPL : 1];
 #pragma unroll
     for (int k = 0; k < VPL; ++k) {
       const int vi = lane + 32 * k;
       if (vi < nv) {
         xraw[k] = xr[vi];
         graw[k] = gr[vi];
-        if (dx_accumulate) draw[k] = dr[vi];
+        if constexpr (ACC) draw[k] = dr[vi];
       }
     }
     const float mu = __ldg(mean + row), rs = __ldg(rstd + row);
@@ -143,7 +146,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         unpack8(wraw[k], wv);
 #pragma unroll
         for (int j = 0; j < 8; ++j) o[j] = rs * (gv[j] * wv[j] - mg - (xv[j] - mu) * rs * mgx);
-        if (dx_accumulate) {
+        if constexpr (ACC) {
           float old[8];
           unpack8(draw[k], old);
 #pragma unroll
@@ -178,12 +181,11 @@ __global__ void __launch_bounds__(kWarps * 32)
 __global__ void __launch_bounds__(kGenWarps * 32)
     ln_forward_generic(bf16* __restrict__ out, float* __restrict__ mean, float* __restrict__ rstd,
                        const bf16* __restrict__ x, const bf16* __restrict__ weight, const bf16* __restrict__ bias,
-                       i64 rows, int C, float eps) {
+                       i64 rows, int C, float inv_c, float eps) {
   const int lane = threadIdx.x & 31;
   const i64 row = (i64)blockIdx.x * kGenWarps + (threadIdx.x >> 5);
   if (row >= rows) return;
   const bf16* xr = x + row * C;
-  const float inv_c = 1.f / (float)C;
   float s = 0.f;
   for (int c = lane; c < C; c += 32) s += __bfloat162float(xr[c]);
   const float mu = warp_sum(s) * inv_c;
@@ -206,13 +208,13 @@ __global__ void __launch_bounds__(kGenWarps * 32)
 __global__ void __launch_bounds__(kGenWarps * 32)
     ln_backward_dx_generic(bf16* __restrict__ dx, const bf16* __restrict__ dout, const bf16* __restrict__ x,
                            const bf16* __restrict__ weight, const float* __restrict__ mean,
-                           const float* __restrict__ rstd, i64 rows, int C, bool dx_accumulate) {
+                           const float* __restrict__ rstd, i64 rows, int C, float inv_c, bool dx_accumulate) {
   const int lane = threadIdx.x & 31;
   const i64 row = (i64)blockIdx.x * kGenWarps + (threadIdx.x >> 5);
   if (row >= rows) return;
   const bf16* xr = x + row * C;
   const bf16* gr = dout + row * C;
-  const float mu = mean[row], rs = rstd[row], inv_c = 1.f / (float)C;
+  const float mu = mean[row], rs = rstd[row];
   float sg = 0.f, sgx = 0.f;
   for (int c = lane; c < C; c += 32) {
     const float g = __bfloat162float(gr[c]) * __bfloat162float(weight[c]);
@@ -269,21 +271,28 @@ template <int VPL>
 void launch_forward(bf16* out, float* mean, float* rstd, const bf16* x, const bf16* w, const bf16* b, i64 rows,
                     int C, float eps, cudaStream_t stream) {
   ln_forward_vec<VPL><<<(unsigned)((rows + kWarps - 1) / kWarps), kWarps * 32, 0, stream>>>(out, mean, rstd, x, w, b,
-                                                                                            rows, C, eps);
+                                                                                            rows, C, 1.f / C, eps);
   CUDA_CHECK_LAUNCH();
+}
+
+template <int VPL, bool ACC>
+int launch_backward_impl(bf16* dx, float* partial, const bf16* dout, const bf16* x, const bf16* w, const float* mean,
+                         const float* rstd, i64 rows, int C, cudaStream_t stream) {
+  // One wave of resident blocks: every warp then walks about the same number of rows.
+  int per_sm = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ln_backward_vec<VPL, ACC>, kWarps * 32, 0));
+  const i64 want = (i64)std::max(per_sm, 1) * sm_count();
+  const int parts = (int)std::min<i64>({want, (rows + kWarps - 1) / kWarps, (i64)kMaxParts});
+  ln_backward_vec<VPL, ACC><<<parts, kWarps * 32, 0, stream>>>(dx, partial, dout, x, w, mean, rstd, rows, C, 1.f / C);
+  CUDA_CHECK_LAUNCH();
+  return parts;
 }
 
 template <int VPL>
 int launch_backward(bf16* dx, float* partial, const bf16* dout, const bf16* x, const bf16* w, const float* mean,
                     const float* rstd, i64 rows, int C, bool acc, cudaStream_t stream) {
-  // One wave of resident blocks: every warp then walks about the same number of rows.
-  int per_sm = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ln_backward_vec<VPL>, kWarps * 32, 0));
-  const i64 want = (i64)std::max(per_sm, 1) * sm_count();
-  const int parts = (int)std::min<i64>({want, (rows + kWarps - 1) / kWarps, (i64)kMaxParts});
-  ln_backward_vec<VPL><<<parts, kWarps * 32, 0, stream>>>(dx, partial, dout, x, w, mean, rstd, rows, C, acc);
-  CUDA_CHECK_LAUNCH();
-  return parts;
+  return acc ? launch_backward_impl<VPL, true>(dx, partial, dout, x, w, mean, rstd, rows, C, stream)
+             : launch_backward_impl<VPL, false>(dx, partial, dout, x, w, mean, rstd, rows, C, stream);
 }
 
 bool all_aligned(std::initializer_list<const void*> ps) {
@@ -308,7 +317,7 @@ void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* x, const
     case 6: return launch_forward<6>(out, mean, rstd, x, weight, bias, rows, C, eps, stream);
     default:
       ln_forward_generic<<<(unsigned)((rows + kGenWarps - 1) / kGenWarps), kGenWarps * 32, 0, stream>>>(
-          out, mean, rstd, x, weight, bias, rows, C, eps);
+          out, mean, rstd, x, weight, bias, rows, C, 1.f / C, eps);
       CUDA_CHECK_LAUNCH();
   }
 }
@@ -331,7 +340,7 @@ void layernorm_backward(bf16* dx, float* dweight, float* dbias, const bf16* dout
     case 6: parts = launch_backward<6>(dx, scratch, dout, x, weight, mean, rstd, rows, C, dx_accumulate, stream); break;
     default: {
       ln_backward_dx_generic<<<(unsigned)((rows + kGenWarps - 1) / kGenWarps), kGenWarps * 32, 0, stream>>>(
-          dx, dout, x, weight, mean, rstd, rows, C, dx_accumulate);
+          dx, dout, x, weight, mean, rstd, rows, C, 1.f / C, dx_accumulate);
       CUDA_CHECK_LAUNCH();
       // At least 64 rows per part; as many parts as the scratch bound allows.
       parts = (int)std::min<i64>((rows + 63) / 64, kMaxParts);

@@ -6,6 +6,9 @@
 //   out (M, N)  = x · W^T      ->  out^T (N × M)  = op_T(W^T as stored, K × N) · x^T (K × M)      "TN"
 //   dx  (M, K)  = dout · W     ->  dx^T  (K × M)  = W^T (K × N) · dout^T (N × M)                   "NN"
 //   dW  (N, K) += dout^T · x   ->  dW^T  (K × N) += x^T (K × M) · op_T(dout^T as stored, N × M)    "NT"
+#include <algorithm>
+#include <utility>
+
 #include "engine/gemm.h"
 #include "kernels/cuda_vec.cuh"
 #include "kernels/gelu.h"

@@ -1,0 +1,146 @@
+#include "data/resample.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/check.h"
+
+namespace vit::data {
+
+Interp parse_interp(const std::string& s, const char* key) {
+  if (s == "bilinear") return Interp::bilinear;
+  if (s == "bicubic") return Interp::bicubic;
+  fail(key, " = \"", s, "\": expected \"bilinear\" or \"bicubic\"");
+}
+
+namespace {
+
+double filter_support(Interp f) { return f == Interp::bilinear ? 1.0 : 2.0; }
+
+double filter_eval(Interp f, double x) {
+  x = std::fabs(x);
+  if (f == Interp::bilinear) return x < 1.0 ? 1.0 - x : 0.0;
+  const double a = -0.5;  // PIL's bicubic (Keys' kernel with a = -0.5)
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+  if (x < 2.0) return (((x - 5.0) * x + 8.0) * x - 4.0) * a;
+  return 0.0;
+}
+
+}  // namespace
+
+void compute_coeffs(int in_len, int full_out, int out0, int out_n, Interp interp, AxisCoeffs& c) {
+  VIT_ASSERT(in_len > 0 && full_out > 0 && out0 >= 0 && out_n >= 0 && out0 + out_n <= full_out);
+  const double scale = (double)in_len / full_out;
+  const double filterscale = std::max(scale, 1.0);
+  const double support = filter_support(interp) * filterscale;
+  c.ksize = (int)std::ceil(support) * 2 + 1;
+  c.start.resize(out_n);
+  c.count.resize(out_n);
+  c.w.assign((size_t)out_n * c.ksize, 0.0f);
+  std::vector<double> tmp(c.ksize);
+  for (int i = 0; i < out_n; ++i) {
+    const double center = (out0 + i + 0.5) * scale;
+    const int lo = std::max((int)std::floor(center - support + 0.5), 0);
+    const int hi = std::min((int)std::floor(center + support + 0.5), in_len);
+    const int n = std::min(hi - lo, c.ksize);
+    double sum = 0.0;
+    for (int k = 0; k < n; ++k) {
+      tmp[k] = filter_eval(interp, (k + lo - center + 0.5) / filterscale);
+      sum += tmp[k];
+    }
+    // Trim zero-weight taps at the ends so the inner loops do no useless work.
+    int a = 0, b = n;
+    while (a < b && tmp[a] == 0.0) ++a;
+    while (b > a && tmp[b - 1] == 0.0) --b;
+    c.start[i] = lo + a;
+    c.count[i] = b - a;
+    for (int k = a; k < b; ++k) c.w[(size_t)i * c.ksize + (k - a)] = (float)(sum != 0.0 ? tmp[k] / sum : 0.0);
+  }
+}
+
+namespace {
+
+// Horizontal pass over source rows [r0, r1) of the box: tmp[(r - r0)][x][c], x in output (mirrored) order.
+template <int C>
+void hpass(const ImageView& src, const ResampleGeometry& g, const AxisCoeffs& hx, int r0, int r1, float* tmp) {
+  const int ow = g.win_w;
+  for (int r = r0; r < r1; ++r) {
+    const uint8_t* row = src.data + ((size_t)(g.box_y + r) * src.w + g.box_x) * C;
+    float* out = tmp + (size_t)(r - r0) * ow * C;
+    for (int x = 0; x < ow; ++x) {
+      const float* w = &hx.w[(size_t)x * hx.ksize];
+      const uint8_t* p = row + (size_t)hx.start[x] * C;
+      float acc[C] = {};
+      for (int k = 0; k < hx.count[x]; ++k)
+        for (int ch = 0; ch < C; ++ch) acc[ch] += w[k] * (float)p[k * C + ch];
+      const int xo = g.hflip ? ow - 1 - x : x;
+      for (int ch = 0; ch < C; ++ch) out[xo * C + ch] = acc[ch];
+    }
+  }
+}
+
+template <int C>
+void resample_impl(const ImageView& src, const ResampleGeometry& g, Interp interp, const float* scale,
+                   const float* bias, float* dst, ResampleScratch& s) {
+  compute_coeffs(g.box_w, g.full_w, g.win_x, g.win_w, interp, s.hx);
+  compute_coeffs(g.box_h, g.full_h, g.win_y, g.win_h, interp, s.vy);
+  const int ow = g.win_w, oh = g.win_h;
+  // Source rows the vertical pass reads (window starts are non-decreasing).
+  int r0 = g.box_h, r1 = 0;
+  for (int y = 0; y < oh; ++y) {
+    r0 = std::min(r0, s.vy.start[y]);
+    r1 = std::max(r1, s.vy.start[y] + s.vy.count[y]);
+  }
+  if (r1 < r0) r1 = r0;
+  const size_t rowlen = (size_t)ow * C;
+  s.tmp.resize((size_t)(r1 - r0) * rowlen);
+  s.row.resize(rowlen);
+  hpass<C>(src, g, s.hx, r0, r1, s.tmp.data());
+  const size_t plane = (size_t)oh * ow;
+  float* acc = s.row.data();
+  for (int y = 0; y < oh; ++y) {
+    const float* w = &s.vy.w[(size_t)y * s.vy.ksize];
+    const float* base = s.tmp.data() + (size_t)(s.vy.start[y] - r0) * rowlen;
+    std::fill(acc, acc + rowlen, 0.0f);
+    for (int k = 0; k < s.vy.count[y]; ++k) {
+      const float wk = w[k];
+      const float* t = base + (size_t)k * rowlen;
+      for (size_t i = 0; i < rowlen; ++i) acc[i] += wk * t[i];
+    }
+    const int yo = g.vflip ? oh - 1 - y : y;
+    for (int ch = 0; ch < C; ++ch) {
+      float* d = dst + ch * plane + (size_t)yo * ow;
+      const float sc = scale[ch], bi = bias[ch];
+      for (int x = 0; x < ow; ++x) d[x] = std::clamp(acc[x * C + ch], 0.0f, 255.0f) * sc + bi;
+    }
+  }
+}
+
+}  // namespace
+
+void resample_to_planar(const ImageView& src, const ResampleGeometry& g, Interp interp, const float* scale,
+                        const float* bias, float* dst, ResampleScratch& s) {
+  VIT_ASSERT(g.box_x >= 0 && g.box_y >= 0 && g.box_w > 0 && g.box_h > 0 && g.box_x + g.box_w <= src.w &&
+                 g.box_y + g.box_h <= src.h,
+             "box ", g.box_x, ",", g.box_y, " ", g.box_w, "x", g.box_h, " in ", src.w, "x", src.h);
+  VIT_ASSERT(g.win_w > 0 && g.win_h > 0 && g.win_x >= 0 && g.win_y >= 0 && g.win_x + g.win_w <= g.full_w &&
+             g.win_y + g.win_h <= g.full_h);
+  if (src.c == 1) resample_impl<1>(src, g, interp, scale, bias, dst, s);
+  else if (src.c == 3) resample_impl<3>(src, g, interp, scale, bias, dst, s);
+  else VIT_ASSERT(false, "channels ", src.c);
+}
+
+ImageView resize_u8(const ImageView& src, int new_w, int new_h, Interp interp, std::vector<uint8_t>& out,
+                    ResampleScratch& s) {
+  ResampleGeometry g{0, 0, src.w, src.h, new_w, new_h, 0, 0, new_w, new_h, false, false};
+  std::vector<float> planar((size_t)src.c * new_w * new_h);
+  const float one[3] = {1, 1, 1}, zero[3] = {0, 0, 0};
+  resample_to_planar(src, g, interp, one, zero, planar.data(), s);
+  out.resize(planar.size());
+  const size_t plane = (size_t)new_w * new_h;
+  for (size_t i = 0; i < plane; ++i)
+    for (int ch = 0; ch < src.c; ++ch) out[i * src.c + ch] = (uint8_t)std::lround(planar[ch * plane + i]);
+  return ImageView{out.data(), new_h, new_w, src.c};
+}
+
+}  // namespace vit::data

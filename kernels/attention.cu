@@ -1,0 +1,256 @@
+// Attention entry points (attention.h): argument checks, the choice of implementation, and the simple
+// variant (one warp per query or key row, fp32 on CUDA cores) that is both the readable baseline the fused
+// kernels are tested against and the fallback for head dims the fused kernels are not built for.
+// The fused kernels live in attention_fwd.cu and attention_bwd.cu.
+#include <cstdint>
+
+#include "engine/cuda_check.h"
+#include "kernels/attention.h"
+#include "kernels/attention_tiles.cuh"
+
+namespace vit::gpu {
+namespace attn {
+namespace {
+
+constexpr int kSimpleMaxD = 128;  // 4 elements per lane
+constexpr int kSimpleWarps = 4;   // warps (rows) per block
+
+__device__ __forceinline__ float ld(const bf16* p) { return __bfloat162float(*p); }
+
+// Row w of the (B, H, T) grid of rows, t fastest.
+struct RowId {
+  int b, h, t;
+  __device__ RowId(i64 w, int Tn, int H) : b((int)(w / Tn / H)), h((int)(w / Tn % H)), t((int)(w % Tn)) {}
+};
+
+// out[b,i,h,:] and lse[b,h,i] for one query row per warp, by the online softmax over keys j.
+__global__ void simple_fwd_kernel(bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ qkv,
+                                  int B, int Tn, int H, int d, float scale) {
+  const i64 w = (i64)blockIdx.x * kSimpleWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (w >= (i64)B * H * Tn) return;  // whole warps leave together
+  const RowId id(w, Tn, H);
+  const i64 ld3 = 3LL * H * d;  // elements between tokens in qkv
+  const bf16* base = qkv + (i64)id.b * Tn * ld3 + (i64)id.h * d;
+  float q[4], o[4];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int c = lane + 32 * r;
+    q[r] = c < d ? ld(base + id.t * ld3 + c) : 0.f;
+    o[r] = 0.f;
+  }
+  float m = -INFINITY, l = 0.f;
+  for (int j = 0; j < Tn; ++j) {
+    const bf16* k = base + j * ld3 + (i64)H * d;
+    const bf16* v = k + (i64)H * d;
+    float part = 0.f;
+#pragma unroll
+    for (int r = 0; r < 4; ++r)
+      if (lane + 32 * r < d) part += q[r] * ld(k + lane + 32 * r);
+    const float s = warp_sum(part) * scale;
+    const float mn = fmaxf(m, s);
+    const float corr = __expf(m - mn);  // 0 on the first key (m = -inf)
+    const float p = __expf(s - mn);
+    l = l * corr + p;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) o[r] = o[r] * corr + (lane + 32 * r < d ? p * ld(v + lane + 32 * r) : 0.f);
+    m = mn;
+  }
+  bf16* orow = out + (((i64)id.b * Tn + id.t) * H + id.h) * d;
+#pragma unroll
+  for (int r = 0; r < 4; ++r)
+    if (lane + 32 * r < d) orow[lane + 32 * r] = __float2bfloat16(o[r] / l);
+  if (lane == 0) lse[w] = m + logf(l);  // w is the (B, H, T) index
+}
+
+// D[b,h,i] = dO_i · O_i.
+__global__ void simple_rowdot_kernel(float* __restrict__ Dws, const bf16* __restrict__ dout,
+                                     const bf16* __restrict__ out, int B, int Tn, int H, int d) {
+  const i64 w = (i64)blockIdx.x * kSimpleWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (w >= (i64)B * H * Tn) return;
+  const RowId id(w, Tn, H);
+  const i64 off = (((i64)id.b * Tn + id.t) * H + id.h) * d;
+  float part = 0.f;
+  for (int c = lane; c < d; c += 32) part += ld(dout + off + c) * ld(out + off + c);
+  part = warp_sum(part);
+  if (lane == 0) Dws[w] = part;
+}
+
+// dq_i = scale Σ_j P_ij (dO_i·v_j − D_i) k_j, one query row per warp.
+__global__ void simple_dq_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ dout, const bf16* __restrict__ qkv,
+                                 const float* __restrict__ lse, const float* __restrict__ Dws, int B, int Tn, int H,
+                                 int d, float scale) {
+  const i64 w = (i64)blockIdx.x * kSimpleWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (w >= (i64)B * H * Tn) return;
+  const RowId id(w, Tn, H);
+  const i64 ld3 = 3LL * H * d;
+  const bf16* base = qkv + (i64)id.b * Tn * ld3 + (i64)id.h * d;
+  const bf16* go = dout + (((i64)id.b * Tn + id.t) * H + id.h) * d;
+  float q[4], g[4], acc[4];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int c = lane + 32 * r;
+    q[r] = c < d ? ld(base + id.t * ld3 + c) : 0.f;
+    g[r] = c < d ? ld(go + c) : 0.f;
+    acc[r] = 0.f;
+  }
+  const float li = lse[w], Di = Dws[w];
+  for (int j = 0; j < Tn; ++j) {
+    const bf16* k = base + j * ld3 + (i64)H * d;
+    const bf16* v = k + (i64)H * d;
+    float kr[4], sp = 0.f, dp = 0.f;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int c = lane + 32 * r;
+      kr[r] = c < d ? ld(k + c) : 0.f;
+      sp += q[r] * kr[r];
+      dp += c < d ? g[r] * ld(v + c) : 0.f;
+    }
+    const float p = __expf(warp_sum(sp) * scale - li);
+    const float ds = p * (warp_sum(dp) - Di);
+#pragma unroll
+    for (int r = 0; r < 4; ++r) acc[r] += ds * kr[r];
+  }
+  bf16* dq = dqkv + (((i64)id.b * Tn + id.t) * 3 + 0) * H * d + (i64)id.h * d;
+#pragma unroll
+  for (int r = 0; r < 4; ++r)
+    if (lane + 32 * r < d) dq[lane + 32 * r] = __float2bfloat16(scale * acc[r]);
+}
+
+// dk_j = scale Σ_i dS_ij q_i and dv_j = Σ_i P_ij dO_i, one key row per warp.
+__global__ void simple_dkv_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ dout,
+                                  const bf16* __restrict__ qkv, const float* __restrict__ lse,
+                                  const float* __restrict__ Dws, int B, int Tn, int H, int d, float scale) {
+  const i64 w = (i64)blockIdx.x * kSimpleWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (w >= (i64)B * H * Tn) return;
+  const RowId id(w, Tn, H);  // id.t is the key index j
+  const i64 ld3 = 3LL * H * d;
+  const bf16* base = qkv + (i64)id.b * Tn * ld3 + (i64)id.h * d;
+  const i64 stat0 = ((i64)id.b * H + id.h) * Tn;  // (b, h, 0) in lse and D
+  float k[4], v[4], dk[4], dv[4];
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    const int c = lane + 32 * r;
+    k[r] = c < d ? ld(base + id.t * ld3 + H * d + c) : 0.f;
+    v[r] = c < d ? ld(base + id.t * ld3 + 2 * H * d + c) : 0.f;
+    dk[r] = dv[r] = 0.f;
+  }
+  for (int i = 0; i < Tn; ++i) {
+    const bf16* q = base + i * ld3;
+    const bf16* go = dout + (((i64)id.b * Tn + i) * H + id.h) * d;
+    float qr[4], gr[4], sp = 0.f, dp = 0.f;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int c = lane + 32 * r;
+      qr[r] = c < d ? ld(q + c) : 0.f;
+      gr[r] = c < d ? ld(go + c) : 0.f;
+      sp += qr[r] * k[r];
+      dp += gr[r] * v[r];
+    }
+    const float p = __expf(warp_sum(sp) * scale - lse[stat0 + i]);
+    const float ds = p * (warp_sum(dp) - Dws[stat0 + i]);
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      dk[r] += ds * qr[r];
+      dv[r] += p * gr[r];
+    }
+  }
+  bf16* dkr = dqkv + (((i64)id.b * Tn + id.t) * 3 + 1) * H * d + (i64)id.h * d;
+  bf16* dvr = dkr + (i64)H * d;
+#pragma unroll
+  for (int r = 0; r < 4; ++r)
+    if (lane + 32 * r < d) {
+      dkr[lane + 32 * r] = __float2bfloat16(scale * dk[r]);
+      dvr[lane + 32 * r] = __float2bfloat16(dv[r]);
+    }
+}
+
+unsigned simple_blocks(int B, int Tn, int H) {
+  const i64 rows = (i64)B * H * Tn;
+  const i64 blocks = (rows + kSimpleWarps - 1) / kSimpleWarps;
+  VIT_REQUIRE(blocks < (1LL << 31), "attention: B·H·T = ", rows, " rows is too large for one launch");
+  return (unsigned)blocks;
+}
+
+void check_args(int B, int Tn, int H, int d, float scale) {
+  VIT_REQUIRE(B >= 1 && Tn >= 1 && H >= 1, "attention: need B, T, H >= 1 (got B=", B, " T=", Tn, " H=", H, ")");
+  VIT_REQUIRE(d >= 1 && d <= kSimpleMaxD, "attention: head dim ", d, " is outside 1..", kSimpleMaxD,
+              " supported by the CUDA kernels");
+  VIT_REQUIRE(scale > 0.f, "attention: the softmax scale must be positive (got ", scale, ")");
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15) == 0; }
+
+}  // namespace
+
+void simple_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
+                    cudaStream_t stream) {
+  simple_fwd_kernel<<<simple_blocks(B, Tn, H), 32 * kSimpleWarps, 0, stream>>>(out, lse, qkv, B, Tn, H, d, scale);
+  CUDA_CHECK_LAUNCH();
+}
+
+void simple_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
+                     int H, int d, float scale, float* Dws, cudaStream_t stream) {
+  const unsigned blocks = simple_blocks(B, Tn, H);
+  simple_rowdot_kernel<<<blocks, 32 * kSimpleWarps, 0, stream>>>(Dws, dout, out, B, Tn, H, d);
+  CUDA_CHECK_LAUNCH();
+  simple_dq_kernel<<<blocks, 32 * kSimpleWarps, 0, stream>>>(dqkv, dout, qkv, lse, Dws, B, Tn, H, d, scale);
+  CUDA_CHECK_LAUNCH();
+  simple_dkv_kernel<<<blocks, 32 * kSimpleWarps, 0, stream>>>(dqkv, dout, qkv, lse, Dws, B, Tn, H, d, scale);
+  CUDA_CHECK_LAUNCH();
+}
+
+i64 workspace_bytes(int B, int Tn, int H, int d) {
+  const i64 bytes = (i64)B * H * Tn * (i64)sizeof(float);
+  return (bytes + 255) / 256 * 256;
+}
+
+void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
+             cudaStream_t stream) {
+  check_args(B, Tn, H, d, scale);
+  if (v != Variant::simple) {
+    VIT_REQUIRE(flash_supports(d), "attention: the fused kernels are built for head dims 32, 64, 80, 96, 128, not ", d);
+    VIT_REQUIRE(aligned16(qkv) && aligned16(out), "attention: qkv and out must be 16-byte aligned");
+    flash_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
+  } else {
+    simple_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
+  }
+}
+
+void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
+              int Tn, int H, int d, float scale, void* workspace, cudaStream_t stream) {
+  check_args(B, Tn, H, d, scale);
+  VIT_REQUIRE(workspace != nullptr, "attention: backward needs attention_backward_workspace_bytes() of workspace");
+  VIT_REQUIRE((reinterpret_cast<std::uintptr_t>(workspace) & 3) == 0, "attention: workspace must be 4-byte aligned");
+  float* Dws = static_cast<float*>(workspace);
+  if (v != Variant::simple) {
+    VIT_REQUIRE(flash_supports(d), "attention: the fused kernels are built for head dims 32, 64, 80, 96, 128, not ", d);
+    VIT_REQUIRE(aligned16(dqkv) && aligned16(dout) && aligned16(qkv) && aligned16(out),
+                "attention: qkv, out, dout and dqkv must be 16-byte aligned");
+    flash_backward(v, dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, Dws, stream);
+  } else {
+    simple_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, Dws, stream);
+  }
+}
+
+}  // namespace attn
+
+// Public API: the fused kernels where built for d, the simple ones otherwise.
+void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
+                       cudaStream_t stream) {
+  attn::forward(attn::flash_supports(d) ? attn::Variant::flash : attn::Variant::simple, out, lse, qkv, B, Tn, H, d,
+                scale, stream);
+}
+
+i64 attention_backward_workspace_bytes(int B, int Tn, int H, int d) { return attn::workspace_bytes(B, Tn, H, d); }
+
+void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
+                        int H, int d, float scale, void* workspace, cudaStream_t stream) {
+  attn::backward(attn::flash_supports(d) ? attn::Variant::flash : attn::Variant::simple, dqkv, dout, qkv, out, lse, B,
+                 Tn, H, d, scale, workspace, stream);
+}
+
+}  // namespace vit::gpu

@@ -1,0 +1,177 @@
+// Private to the attention kernels (attention*.cu), their GPU test and benchmark: the two implementations
+// behind vit::gpu::attention_* and the tile primitives the fused (flash) kernels are built from.
+//
+// Fragment layouts of mma.sync.m16n8k16 (bf16 in, fp32 accumulate), lane = 4·g + t (g = lane/4, t = lane%4):
+//   A (16×16, row-major [m][k]), 4 regs of bf16x2:  a0 = (m=g,   k=2t..2t+1)   a1 = (m=g+8, k=2t..2t+1)
+//                                                   a2 = (m=g,   k=2t+8..+9)   a3 = (m=g+8, k=2t+8..+9)
+//   B (16×8,  [k][n]),           2 regs of bf16x2:  b0 = (k=2t..2t+1, n=g)     b1 = (k=2t+8..+9, n=g)
+//   C (16×8,  fp32),             4 floats:          c0,c1 = (m=g, n=2t, 2t+1)  c2,c3 = (m=g+8, n=2t, 2t+1)
+// A C fragment pair (n-blocks 2j, 2j+1) is exactly an A fragment for k-slice j once packed to bf16, which is
+// how P and dS feed the next product without leaving registers.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "kernels/types.h"
+
+namespace vit::gpu::attn {
+
+// ---- implementations ----
+
+enum class Variant : int {
+  simple = 0,      // one warp per row, fp32 CUDA cores, any d <= 128: the readable baseline and the fallback
+  flash = 1,       // fused tensor-core kernels (forward; backward as a dQ pass and a dK/dV pass), d in kFlashDims
+  flash_wide = 2,  // flash with the other backward tiling for d = 64 (64-row steps, 1 CTA per SM), to compare
+};
+
+inline constexpr int kFlashDims[] = {32, 64, 80, 96, 128};
+constexpr bool flash_supports(int d) {
+  for (int x : kFlashDims)
+    if (x == d) return true;
+  return false;
+}
+
+// Backward workspace (both variants): D = rowsum(dO ⊙ O), fp32 (B, H, T).
+i64 workspace_bytes(int B, int Tn, int H, int d);
+
+void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
+             cudaStream_t stream);
+void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
+              int Tn, int H, int d, float scale, void* workspace, cudaStream_t stream);
+
+// Launchers of each implementation (arguments already validated by forward/backward above).
+void simple_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
+                    cudaStream_t stream);
+void simple_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
+                     int H, int d, float scale, float* Dws, cudaStream_t stream);
+void flash_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
+                   cudaStream_t stream);
+void flash_backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
+                    int Tn, int H, int d, float scale, float* Dws, cudaStream_t stream);
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+// ---- tile primitives (device code only) ----
+#if defined(__CUDACC__)
+
+// Shared-memory tiles hold rows of D bf16 with a pitch of D + kPad elements: the extra 16 bytes move each
+// row 4 banks on, so the 8 row addresses of one ldmatrix phase hit 8 different 16-byte bank groups.
+constexpr int kPad = 8;
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte global -> shared copy (L2 only). valid == false reads nothing and zero-fills the 16 bytes.
+__device__ __forceinline__ void cp_async_16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+// 4-byte variant (cp.async.cg only takes 16 bytes).
+__device__ __forceinline__ void cp_async_4(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Wait until at most N of this thread's committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// Four 8×8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i, register i receives matrix i.
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+// Same, each matrix transposed on the way (lane 4g+t receives rows 2t, 2t+1 of column g).
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// c += a · b for one 16×8×16 tile.
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two floats -> bf16x2 (lo in the low half, as the fragments expect the lower column there).
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// 2^x with the SFU (relative error ~2^-22; 2^-inf = +0, which is how masked scores vanish).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// The C fragments of n-blocks 2j and 2j+1 packed into the A fragment of k-slice j.
+__device__ __forceinline__ void c_pair_to_a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
+  a[0] = pack_bf16(c0[0], c0[1]);
+  a[1] = pack_bf16(c0[2], c0[3]);
+  a[2] = pack_bf16(c1[0], c1[1]);
+  a[3] = pack_bf16(c1[2], c1[3]);
+}
+
+// Per-lane offsets (row, column) inside a 16×16 block of a shared tile for the three ldmatrix uses:
+//   a_*  : A operand stored [m][k]               -> ldsm_x4       gives a0..a3
+//   bn_* : B operand stored [n][k] (e.g. K for QKᵀ) -> ldsm_x4    gives {b0,b1} of n-block 0, {b0,b1} of n-block 1
+//   bk_* : B operand stored [k][n] (e.g. V for PV)  -> ldsm_x4_trans, same register order as bn_*
+struct LaneOffsets {
+  int a_row, a_col, bn_row, bn_col, bk_row, bk_col;
+  __device__ __forceinline__ explicit LaneOffsets(int lane)
+      : a_row(lane & 15),
+        a_col((lane >> 4) * 8),
+        bn_row((lane & 7) + ((lane >> 4) << 3)),
+        bn_col(((lane >> 3) & 1) * 8),
+        bk_row(lane & 15),
+        bk_col((lane >> 4) * 8) {}
+};
+
+// Copy rows [0, ROWS) of a bf16 slab (row r at src + r·stride, D contiguous elements) into a shared tile of
+// pitch D + kPad. Rows >= valid are zero-filled and never read from global memory (row 0 must be valid).
+template <int ROWS, int D, int NT>
+__device__ __forceinline__ void load_rows(bf16* dst, const bf16* src, i64 stride, int valid, int tid) {
+  constexpr int kChunks = D / 8;  // 16-byte pieces per row
+  constexpr int kTotal = ROWS * kChunks;
+#pragma unroll
+  for (int it = 0; it < (kTotal + NT - 1) / NT; ++it) {
+    const int c = tid + it * NT;
+    if (kTotal % NT == 0 || c < kTotal) {
+      const int r = c / kChunks, k = c % kChunks;
+      const bool ok = r < valid;
+      cp_async_16(dst + r * (D + kPad) + k * 8, src + (ok ? (i64)r * stride : 0) + k * 8, ok);
+    }
+  }
+}
+
+// Sum over the 4 lanes of a quad (the lanes sharing g, i.e. one fragment row).
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  x += __shfl_xor_sync(0xffffffffu, x, 2);
+  return x;
+}
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+  return x;
+}
+__device__ __forceinline__ float warp_sum(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+#endif  // __CUDACC__
+
+}  // namespace vit::gpu::attn

@@ -1,0 +1,186 @@
+// FSDP equivalence under MPI (run with 1, 2 and 4 ranks by run_mpi_test.sh): for the same global batch,
+// every strategy, gradient accumulation and the 2x2 hybrid give the loss trajectory and final weights of
+// a single process training on the whole batch. Prints one line per configuration; exits non-zero on any
+// mismatch.
+#include <mpi.h>
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <vector>
+
+#include "engine/comm_mpi.h"
+#include "engine/fsdp.h"
+#include "engine/ops_cpu.h"
+#include "engine/rng.h"
+#include "engine/train_step.h"
+#include "model/vit.h"
+
+using namespace vit;
+using Ops = CpuOps<float>;
+
+namespace {
+
+constexpr int kGlobalBatch = 8;
+constexpr int kSteps = 20;
+
+ModelConfig model_cfg() {
+  ModelConfig m;
+  m.img_size = {16, 12};
+  m.patch_size = 4;
+  m.in_chans = 3;
+  m.num_classes = 7;
+  m.embed_dim = 24;
+  m.depth = 2;
+  m.num_heads = 3;
+  m.mlp_ratio = 2.0;
+  m.init_values = 0.1;  // layer scale: more parameter kinds in the units
+  return m;
+}
+
+struct Data {
+  std::vector<float> img;
+  std::vector<int> lab;
+};
+
+// Global sample i is the same whatever rank draws it.
+Data make_samples(const ModelDims& d, int64_t first, int n) {
+  Data s;
+  const int64_t per = (int64_t)d.C * d.H * d.W;
+  s.img.resize(per * n);
+  s.lab.resize(n);
+  for (int k = 0; k < n; ++k) {
+    const int64_t i = first + k;
+    s.lab[k] = (int)(i % 7);
+    for (int64_t e = 0; e < per; ++e)
+      s.img[k * per + e] = (float)rng::normal(42, (uint64_t)i, (uint64_t)e) + 0.5f * (float)s.lab[k] * (float)((e % 5) - 2);
+  }
+  return s;
+}
+
+struct Run {
+  std::vector<double> losses;
+  std::vector<std::vector<float>> master;  // per unit, this rank's optimizer range
+  std::vector<Range> ranges;
+};
+
+// world: data-parallel ranks; shard/outer: FSDP groups. The global batch is split over world ranks and
+// micro-batches.
+Run train(Comm& world, Comm& shard, Comm* outer, Strategy st, int accum) {
+  const ModelConfig mc = model_cfg();
+  Ops ops;
+  ParamLayout layout(mc);
+  FsdpStore<Ops> store(layout, ops, shard, outer, st);
+  store.init(7);
+  const int per_rank = kGlobalBatch / world.size();
+  const int micro = per_rank / accum;
+  ViT<Ops> model(mc, layout, ops, micro);
+  Run r;
+  float loss_acc = 0;
+  for (int64_t step = 0; step < kSteps; ++step) {
+    std::vector<Data> held(accum);
+    auto next = [&](int m) {
+      const int64_t first = step * kGlobalBatch + (int64_t)world.rank() * per_rank + (int64_t)m * micro;
+      held[m] = make_samples(layout.dims(), first, micro);
+      return MicroBatch{held[m].img.data(), held[m].lab.data(), micro};
+    };
+    StepSettings s;
+    s.step = step;
+    s.accum = accum;
+    s.global_batch = kGlobalBatch;
+    s.label_smoothing = 0.1;
+    s.grad_clip = 0.5;  // small enough to clip on early steps: exercises the global norm
+    s.adam = {4e-3f, 0.9f, 0.95f, 1e-8f, 0.05f, 0};
+    auto res = train_step<Ops>(model, store, ops, &loss_acc, next, s);
+    double l = *res.loss_sum;
+    world.allreduce(&l, 1, DType::f64);
+    r.losses.push_back(l);
+  }
+  for (size_t u = 0; u < layout.units().size(); ++u) {
+    const Range o = store.opt_range((int)u);
+    const int64_t n = layout.units()[u].numel;
+    const int64_t e = std::min(o.end, n);
+    r.ranges.push_back({o.begin, std::max(o.begin, e)});
+    r.master.emplace_back(store.master((int)u), store.master((int)u) + std::max<int64_t>(0, e - o.begin));
+  }
+  return r;
+}
+
+int compare(const char* name, const Run& ref, const Run& got, int rank) {
+  double loss_err = 0;
+  for (int i = 0; i < kSteps; ++i) loss_err = std::max(loss_err, std::abs(ref.losses[i] - got.losses[i]) / std::abs(ref.losses[i]));
+  // Weights: relative L2 distance over all parameters (each rank its optimizer range; replicated
+  // ranges count equally on both sides), and the largest single difference.
+  double sums[2] = {0, 0}, w_max = 0;
+  for (size_t u = 0; u < got.master.size(); ++u)
+    for (int64_t k = 0; k < (int64_t)got.master[u].size(); ++k) {
+      const double a = got.master[u][k], b = ref.master[u][got.ranges[u].begin + k];
+      sums[0] += (a - b) * (a - b);
+      sums[1] += b * b;
+      w_max = std::max(w_max, std::abs(a - b));
+    }
+  MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+  double errs[3] = {loss_err, std::sqrt(sums[0] / sums[1]), w_max};
+  MPI_Allreduce(MPI_IN_PLACE, errs, 3, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  // fp32 sums in another order (split batches, reduce-scatter, sharded norm) differ by rounding only.
+  // Adam turns a rounding-level gradient on an element whose true gradient is ~0 into a step of up to lr,
+  // so single elements may drift by a few lr over 20 steps (the max bound, 20·lr = 0.08, is far above what
+  // we allow); a wrong shard, a missing reduction or a stale parameter moves the whole L2 by orders more.
+  const bool ok = errs[0] < 2e-5 && errs[1] < 2e-5 && errs[2] < 5e-3;
+  if (rank == 0)
+    std::printf("%-34s loss %.6f -> %.6f  max rel loss diff %.1e  weights rel L2 %.1e max abs %.1e  %s\n", name,
+                got.losses[0], got.losses[kSteps - 1], errs[0], errs[1], errs[2], ok ? "ok" : "MISMATCH");
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    MpiSession mpi(&argc, &argv);
+    MpiComm world(MPI_COMM_WORLD);
+    MpiComm self(MPI_COMM_SELF);
+    const int W = world.size();
+    // Reference: one process, whole batch, no sharding (every rank computes it independently).
+    Run ref = train(self, self, nullptr, Strategy::no_shard, 1);
+    if (world.rank() == 0)
+      std::printf("reference (1 process): loss %.6f -> %.6f over %d steps\n", ref.losses[0], ref.losses[kSteps - 1], kSteps);
+    int bad = 0;
+    if (ref.losses[kSteps - 1] > 0.9 * ref.losses[0]) {
+      if (world.rank() == 0) std::printf("reference loss did not fall: the test would prove nothing\n");
+      bad++;
+    }
+    for (Strategy st : {Strategy::no_shard, Strategy::optim, Strategy::optim_grads, Strategy::optim_grads_params}) {
+      for (int accum : {1, 2}) {
+        if (kGlobalBatch % (W * accum)) continue;
+        Run got = st == Strategy::no_shard ? train(world, self, W > 1 ? &world : nullptr, st, accum)
+                                           : train(world, world, nullptr, st, accum);
+        char name[96];
+        std::snprintf(name, sizeof name, "%d ranks %s accum %d", W, strategy_name(st), accum);
+        bad += compare(name, ref, got, world.rank());
+      }
+    }
+    if (W == 4) {
+      // Hybrid: 2 shard groups of 2 (ranks {0,1} and {2,3}) replicating each other.
+      MPI_Comm shard_c, outer_c;
+      MPI_Comm_split(MPI_COMM_WORLD, world.rank() / 2, world.rank(), &shard_c);
+      MPI_Comm_split(MPI_COMM_WORLD, world.rank() % 2, world.rank(), &outer_c);
+      {
+        MpiComm shard(shard_c), outer(outer_c);
+        for (Strategy st : {Strategy::optim, Strategy::optim_grads, Strategy::optim_grads_params}) {
+          Run got = train(world, shard, &outer, st, 1);
+          char name[96];
+          std::snprintf(name, sizeof name, "2x2 hybrid %s", strategy_name(st));
+          bad += compare(name, ref, got, world.rank());
+        }
+      }
+      MPI_Comm_free(&shard_c);
+      MPI_Comm_free(&outer_c);
+    }
+    if (world.rank() == 0) std::printf("%s\n", bad ? "FAILED" : "all configurations match the single-process run");
+    return bad ? 1 : 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
