@@ -170,20 +170,23 @@ bool decode_image(const uint8_t* bytes, size_t n, int channels, const DecodeLimi
   ImageHeader hdr;
   if (!read_header(bytes, n, hdr, why)) return false;
   if (n > (size_t)INT_MAX) { why = "file too large for the decoder"; return false; }
-  int x = 0, y = 0, comp = 0;
-  if (!stbi_info_from_memory(bytes, (int)n, &x, &y, &comp)) {
-    why = detail::cat("unreadable ", format_name(hdr.format), " header (", stbi_failure_reason(), ")");
-    return false;
-  }
-  // The limits before any allocation: both our own parse and stb's reading of the header.
-  for (auto [w, h] : {std::pair{x, y}, std::pair{hdr.w, hdr.h}}) {
+  // The limits before any allocation: on our own parse of the header, then on stb's reading of it.
+  auto check_size = [&](int w, int h) {
     if (w <= 0 || h <= 0) { why = detail::cat("bad dimensions ", w, "x", h); return false; }
     if (w > limits.max_side || h > limits.max_side || (int64_t)w * h > limits.max_pixels) {
       why = detail::cat("image too large: ", w, "x", h, " (limits: ", limits.max_side, " px a side, ",
                         limits.max_pixels, " pixels)");
       return false;
     }
+    return true;
+  };
+  if (!check_size(hdr.w, hdr.h)) return false;
+  int x = 0, y = 0, comp = 0;
+  if (!stbi_info_from_memory(bytes, (int)n, &x, &y, &comp)) {
+    why = detail::cat("cannot decode ", format_name(hdr.format), " (", stbi_failure_reason(), ")");
+    return false;
   }
+  if (!check_size(x, y)) return false;
   const int req = (channels == 1 && comp <= 2) ? 1 : 3;
   int c = 0;
   uint8_t* px = stbi_load_from_memory(bytes, (int)n, &x, &y, &c, req);

@@ -23,8 +23,8 @@ uint64_t data_seed(uint64_t seed) { return rng::mix64(seed ^ 0x646174612d6c6f61U
 }  // namespace
 
 Loader::Loader(const DataConfig& dc, int in_chans, int img_h, int img_w, Split split, int rank, int world, int batch,
-               uint64_t seed, Allocator a, LogFn log)
-    : log_(log ? std::move(log) : LogFn([](const std::string& s) { std::fprintf(stderr, "data: %s\n", s.c_str()); })),
+               uint64_t seed, Allocator a, LogFn log_fn)
+    : log_(log_fn ? std::move(log_fn) : LogFn([](const std::string& s) { std::fprintf(stderr, "data: %s\n", s.c_str()); })),
       ds_(make_dataset(dc, split, img_h, img_w, rank == 0 ? LogFn([this](const std::string& s) { this->log(s); }) : LogFn{})),
       sampler_(ds_->size(), rank, world, batch, split, data_seed(seed)),
       tf_(dc.transforms, split, in_chans, img_h, img_w),

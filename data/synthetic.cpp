@@ -29,12 +29,17 @@ class SyntheticDataset final : public Dataset {
   bool load(int64_t i, int channels, SampleScratch& s, ImageView& view, std::string&, std::string& note) const override {
     note.clear();
     const int k = label(i);
-    // Class pattern: frequencies (1..3, 1..3), phase and an RGB colour from the class number.
+    // Class look: a base colour on a circle around mid-gray, and a sinusoid of frequencies (1..3, 1..3)
+    // and phase from the class number, tinted by a second colour.
+    const double two_pi = 6.283185307179586;
     const double fx = 1 + k % 3, fy = 1 + (k / 3) % 3;
-    const double phase = 6.283185307179586 * k / k_;
-    double col[3];
-    for (int c = 0; c < 3; ++c) col[c] = 0.35 + 0.65 * (0.5 + 0.5 * std::cos(6.283185307179586 * ((double)k / k_ + c / 3.0)));
-    // Per-sample: a shift of up to 1/8 of the image and pixel noise, from a fixed seed per split.
+    const double phase = two_pi * k / k_;
+    double base[3], tint[3];
+    for (int c = 0; c < 3; ++c) {
+      base[c] = 128.0 + 60.0 * std::cos(two_pi * ((double)k / k_ + c / 3.0));
+      tint[c] = 0.5 + 0.5 * std::cos(two_pi * (2.0 * k / k_ + c / 3.0));
+    }
+    // Per sample: a shift of up to 1/8 of the image and pixel noise, from a fixed seed per split.
     const uint64_t seed = split_ == Split::train ? 0x5157a1ULL : 0x5157a2ULL;
     const double dx = (rng::uniform(seed, (uint64_t)i, 0) - 0.5) * w_ / 4.0;
     const double dy = (rng::uniform(seed, (uint64_t)i, 1) - 0.5) * h_ / 4.0;
@@ -42,10 +47,10 @@ class SyntheticDataset final : public Dataset {
     uint8_t* p = s.pixels.data();
     for (int y = 0; y < h_; ++y)
       for (int x = 0; x < w_; ++x) {
-        const double v = std::sin(6.283185307179586 * (fx * (x + dx) / w_ + fy * (y + dy) / h_) + phase);
+        const double v = std::sin(two_pi * (fx * (x + dx) / w_ + fy * (y + dy) / h_) + phase);
         for (int c = 0; c < 3; ++c) {
-          const double noise = (rng::uniform(seed, (uint64_t)i, 2 + ((uint64_t)y * w_ + x) * 3 + c) - 0.5) * 48.0;
-          const double val = 128.0 + 100.0 * col[c] * v + noise;
+          const double noise = (rng::uniform(seed, (uint64_t)i, 2 + ((uint64_t)y * w_ + x) * 3 + c) - 0.5) * 40.0;
+          const double val = base[c] + 60.0 * tint[c] * v + noise;
           *p++ = (uint8_t)std::lround(std::fmin(255.0, std::fmax(0.0, val)));
         }
       }

@@ -44,9 +44,10 @@ CliArgs parse_cli_args(const std::vector<std::string>& args, std::string_view pr
       out.overrides.push_back(a);
     } else if (out.config_path.empty()) {
       out.config_path = a;
+    } else if (a.size() > 5 && a.ends_with(".toml")) {
+      fail("unexpected argument '", a, "': give one config file (already '", out.config_path, "')");
     } else {
-      fail("unexpected argument '", a, "': give one config file (already '", out.config_path,
-           "'); overrides need the form key=value");
+      out.overrides.push_back(a);  // a key without '=': the config loader says how to write it
     }
   }
   if (out.config_path.empty()) fail("missing config file (", usage_line(program), ")");

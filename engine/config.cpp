@@ -3,6 +3,7 @@
 #include "engine/config.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
@@ -160,7 +161,9 @@ cs::Value parse_override_value(const std::string& raw, const cs::Field& f, const
   } catch (const toml::parse_error& e) {
     if (starts_structured(raw)) {
       fail(at, ": cannot parse the value ", raw, " as TOML: ", e.description(),
-           raw[0] == '[' ? " (strings inside arrays need quotes: key='[\"a\", \"b\"]')" : "");
+           raw[0] == '[' && std::any_of(raw.begin(), raw.end(), [](unsigned char ch) { return std::isalpha(ch); })
+               ? " (strings inside arrays need quotes: key='[\"a\", \"b\"]')"
+               : "");
     }
     return {raw};
   }
@@ -195,7 +198,12 @@ int nearest_divisor(int n, int want) {
 }
 
 std::string size_text(const std::array<int, 2>& s) {
-  return s[0] == s[1] ? std::to_string(s[0]) : "[" + std::to_string(s[0]) + ", " + std::to_string(s[1]) + "]";
+  if (s[0] == s[1]) return std::to_string(s[0]);
+  std::string out = "[";  // appended piecewise: GCC 12 warns (-Wrestrict, falsely) on "[" + to_string(...)
+  out += std::to_string(s[0]);
+  out += ", ";
+  out += std::to_string(s[1]);
+  return out + "]";
 }
 
 // Only what the model, trainer or data loader cannot run with; model checks match timm's own asserts
@@ -207,13 +215,13 @@ void check_consistency(const Config& c, const Sources& src) {
     fail(src.where({"model.embed_dim", "model.num_heads"}), ": model.embed_dim = ", m.embed_dim,
          " is not divisible by model.num_heads = ", m.num_heads, " (e.g. model.num_heads = ",
          nearest_divisor(m.embed_dim, m.num_heads), ")");
-  for (int k = 0; k < 2; ++k)
-    if (m.img_size[k] % m.patch_size != 0) {
-      const int lo = std::max(m.patch_size, m.img_size[k] / m.patch_size * m.patch_size);
-      fail(src.where({"model.img_size", "model.patch_size"}), ": model.img_size = ", size_text(m.img_size),
-           " is not divisible by model.patch_size = ", m.patch_size, " (the patches must tile the image; e.g. ",
-           "model.img_size = ", lo, ")");
-    }
+  if (m.img_size[0] % m.patch_size != 0 || m.img_size[1] % m.patch_size != 0) {
+    std::array<int, 2> fit{};  // each side rounded down to whole patches (at least one)
+    for (int k = 0; k < 2; ++k) fit[k] = std::max(m.patch_size, m.img_size[k] / m.patch_size * m.patch_size);
+    fail(src.where({"model.img_size", "model.patch_size"}), ": model.img_size = ", size_text(m.img_size),
+         " is not divisible by model.patch_size = ", m.patch_size, " (the patches must tile the image; e.g. ",
+         "model.img_size = ", size_text(fit), ")");
+  }
   if (m.global_pool == "token" && !m.class_token)
     fail(src.where({"model.global_pool", "model.class_token"}),
          ": model.global_pool = \"token\" needs model.class_token = true (or use global_pool = \"avg\" or \"map\")");

@@ -1,10 +1,9 @@
 // cuBLASLt plans, built once per problem and cached (see gemm.h).
-#include "engine/gemm.h"
-
 #include <algorithm>
 #include <bit>
 
 #include "engine/cuda_check.h"
+#include "engine/gemm.h"
 
 namespace vit::gpu {
 
@@ -15,10 +14,14 @@ const char* type_name(GemmDtype t) { return t == GemmDtype::bf16 ? "bf16" : "f32
 
 cublasLtEpilogue_t lt_epilogue(GemmEpilogue e) {
   switch (e) {
-    case GemmEpilogue::none: return CUBLASLT_EPILOGUE_DEFAULT;
-    case GemmEpilogue::bias: return CUBLASLT_EPILOGUE_BIAS;
-    case GemmEpilogue::gelu_aux: return CUBLASLT_EPILOGUE_GELU_AUX;
-    case GemmEpilogue::gelu_aux_bias: return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
+    case GemmEpilogue::none:
+      return CUBLASLT_EPILOGUE_DEFAULT;
+    case GemmEpilogue::bias:
+      return CUBLASLT_EPILOGUE_BIAS;
+    case GemmEpilogue::gelu_aux:
+      return CUBLASLT_EPILOGUE_GELU_AUX;
+    case GemmEpilogue::gelu_aux_bias:
+      return CUBLASLT_EPILOGUE_GELU_AUX_BIAS;
   }
   return CUBLASLT_EPILOGUE_DEFAULT;
 }
@@ -26,10 +29,14 @@ bool has_bias(GemmEpilogue e) { return e == GemmEpilogue::bias || e == GemmEpilo
 bool has_aux(GemmEpilogue e) { return e == GemmEpilogue::gelu_aux || e == GemmEpilogue::gelu_aux_bias; }
 const char* epilogue_name(GemmEpilogue e) {
   switch (e) {
-    case GemmEpilogue::none: return "none";
-    case GemmEpilogue::bias: return "bias";
-    case GemmEpilogue::gelu_aux: return "gelu_aux";
-    case GemmEpilogue::gelu_aux_bias: return "gelu_aux_bias";
+    case GemmEpilogue::none:
+      return "none";
+    case GemmEpilogue::bias:
+      return "bias";
+    case GemmEpilogue::gelu_aux:
+      return "gelu_aux";
+    case GemmEpilogue::gelu_aux_bias:
+      return "gelu_aux_bias";
   }
   return "?";
 }

@@ -42,6 +42,12 @@ struct CpuOps {
   void zero(void* p, size_t bytes) { std::memset(p, 0, bytes); }
   void copy(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
   void upload(void* dst, const void* host, size_t bytes) { std::memcpy(dst, host, bytes); }
+  void upload_async(void* dst, const void* host, size_t bytes) { std::memcpy(dst, host, bytes); }
+  // Loader ring memory (pinned on the GPU backend).
+  void* alloc_host(size_t bytes) { return alloc(bytes, "loader batches"); }
+  void free_host(void* p) { std::free(p); }
+  // Resident set size of the process (what "memory" means on the CPU backend).
+  double memory_in_use() const;
   void download(void* host, const void* src, size_t bytes) { std::memcpy(host, src, bytes); }
 
   void patchify(Act* out, const float* img, int B, int C, int H, int W, int p) { ref::patchify<T>(out, img, B, C, H, W, p); }

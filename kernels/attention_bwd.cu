@@ -30,7 +30,6 @@ struct DqCfg {
   static constexpr int kPitch = D + kPad;
   // sQ, sdO (kBM rows each) + sK, sV (2 buffers of kBN rows each)
   static constexpr int kSmem = (2 * kBM + 4 * kBN) * kPitch * (int)sizeof(bf16);
-  static constexpr int kMinBlocks = MINB;
   static_assert(D % 16 == 0 && D <= 128, "head dim must be a multiple of 16, at most 128");
   static_assert(BLK % 16 == 0, "keys per step must be a multiple of 16");
 };
@@ -200,7 +199,6 @@ struct DkvCfg {
   static constexpr int kPitch = D + kPad;
   // sK, sV (kBN rows each) + sQ, sdO (2 buffers of kBM rows each) + lse, D (2 buffers of kBM floats each)
   static constexpr int kSmem = (2 * kBN + 4 * kBM) * kPitch * (int)sizeof(bf16) + 4 * kBM * (int)sizeof(float);
-  static constexpr int kMinBlocks = MINB;
   static_assert(D % 16 == 0 && D <= 128, "head dim must be a multiple of 16, at most 128");
   static_assert(BLK % 16 == 0, "queries per step must be a multiple of 16");
   static_assert(kThreads >= 2 * kBM, "lse and D are copied one float per thread");

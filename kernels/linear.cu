@@ -35,7 +35,8 @@ void check_aligned(const char* what, const char* name, const void* p) {
 // columns (one 8-byte load each) × 8 row lanes, lanes combined in a fixed order. One chunk: added straight
 // into dbias; several: one row of partials per chunk, added up in order by the shared finishing kernel.
 constexpr int kColLanes = 32, kRowLanes = 8, kColsPerThread = 4, kColsPerBlock = kColLanes * kColsPerThread;
-constexpr int kTargetBlocks = 1024;  // enough to fill an H100 several times; a constant keeps the result GPU-independent
+// Enough blocks to fill an H100 several times; a constant (not the SM count) keeps the bits GPU-independent.
+constexpr int kTargetBlocks = 1024;
 constexpr i64 kMinRowsPerChunk = 64;
 
 __global__ void __launch_bounds__(kColLanes* kRowLanes)
@@ -64,8 +65,10 @@ __global__ void __launch_bounds__(kColLanes* kRowLanes)
     float s = 0.f;
 #pragma unroll
     for (int k = 0; k < kRowLanes; ++k) s += red[k][t];
-    if (accumulate) out[c] += s;
-    else out[(i64)blockIdx.y * N + c] = s;
+    if (accumulate)
+      out[c] += s;
+    else
+      out[(i64)blockIdx.y * N + c] = s;
   }
 }
 
@@ -73,8 +76,8 @@ void column_sums(GemmContext& ctx, float* dbias, const bf16* dout, i64 M, int N,
   const int col_blocks = (N + kColsPerBlock - 1) / kColsPerBlock;
   // Chunks depend on the shape only, so the summation order (and the bits) do too.
   i64 chunks = (kTargetBlocks + col_blocks - 1) / col_blocks;
-  chunks = std::min({chunks, (M + kMinRowsPerChunk - 1) / kMinRowsPerChunk, GemmContext::kScratchFloats / N,
-                     (i64)detail::kMaxParts});
+  chunks = std::min(
+      {chunks, (M + kMinRowsPerChunk - 1) / kMinRowsPerChunk, GemmContext::kScratchFloats / N, (i64)detail::kMaxParts});
   chunks = std::max<i64>(chunks, 1);
   const i64 rows_per_chunk = (M + chunks - 1) / chunks;
   chunks = (M + rows_per_chunk - 1) / rows_per_chunk;
@@ -95,8 +98,11 @@ void linear_forward(GemmContext& ctx, bf16* out, const bf16* x, const bf16* weig
                     int N, cudaStream_t stream, bf16* gelu_out, bool gelu_tanh) {
   const char* what = "linear_forward";
   check_shape(what, M, K, N);
-  for (auto [name, p] : {std::pair<const char*, const void*>{"out", out}, {"x", x}, {"weight", weight},
-                         {"bias", bias}, {"gelu_out", gelu_out}})
+  for (auto [name, p] : {std::pair<const char*, const void*>{"out", out},
+                         {"x", x},
+                         {"weight", weight},
+                         {"bias", bias},
+                         {"gelu_out", gelu_out}})
     check_aligned(what, name, p);
   VIT_ASSERT(out && x && weight, "linear_forward: null out, x or weight");
   if (M == 0) return;
@@ -124,8 +130,12 @@ void linear_backward(GemmContext& ctx, bf16* dx, float* dweight, float* dbias, c
                      const bf16* weight, i64 M, int K, int N, bool dx_accumulate, cudaStream_t stream) {
   const char* what = "linear_backward";
   check_shape(what, M, K, N);
-  for (auto [name, p] : {std::pair<const char*, const void*>{"dx", dx}, {"dweight", dweight}, {"dbias", dbias},
-                         {"dout", dout}, {"x", x}, {"weight", weight}})
+  for (auto [name, p] : {std::pair<const char*, const void*>{"dx", dx},
+                         {"dweight", dweight},
+                         {"dbias", dbias},
+                         {"dout", dout},
+                         {"x", x},
+                         {"weight", weight}})
     check_aligned(what, name, p);
   VIT_ASSERT(dweight && dout && x && weight, "linear_backward: null dweight, dout, x or weight");
   if (M == 0) return;

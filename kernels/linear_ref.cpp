@@ -120,7 +120,7 @@ template void linear_forward<float>(float*, const float*, const float*, const fl
 template void linear_forward<double>(double*, const double*, const double*, const double*, i64, int, int);
 template void linear_backward<float>(float*, float*, float*, const float*, const float*, const float*, i64, int, int,
                                      bool);
-template void linear_backward<double>(double*, double*, double*, const double*, const double*, const double*, i64,
-                                      int, int, bool);
+template void linear_backward<double>(double*, double*, double*, const double*, const double*, const double*, i64, int,
+                                      int, bool);
 
 }  // namespace vit::ref

@@ -11,8 +11,8 @@ namespace {
 using namespace detail;
 
 constexpr int kThreads = 256;
-constexpr int kMaxBlocks = 1024;      // = the finishing block's threads; enough to fill an H100 ~8 times
-constexpr i64 kMinPerThread = 16;     // elements per thread before another block is worth it
+constexpr int kMaxBlocks = 1024;   // = the finishing block's threads; enough to fill an H100 ~8 times
+constexpr i64 kMinPerThread = 16;  // elements per thread before another block is worth it
 
 // Σ over the block, result in thread 0 (fixed order).
 template <int kBlock>
@@ -27,8 +27,8 @@ __device__ float block_sum(float v) {
 }
 
 template <bool kVec>
-__global__ void __launch_bounds__(kThreads) sum_squares_partial(float* __restrict__ partial, const float* __restrict__ x,
-                                                                i64 n) {
+__global__ void __launch_bounds__(kThreads)
+    sum_squares_partial(float* __restrict__ partial, const float* __restrict__ x, i64 n) {
   const i64 tid = (i64)blockIdx.x * blockDim.x + threadIdx.x, stride = (i64)gridDim.x * blockDim.x;
   float s = 0.f;
   i64 done = 0;
@@ -45,8 +45,8 @@ __global__ void __launch_bounds__(kThreads) sum_squares_partial(float* __restric
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
-__global__ void __launch_bounds__(kMaxBlocks) sum_squares_finish(float* __restrict__ out,
-                                                                 const float* __restrict__ partial, int parts) {
+__global__ void __launch_bounds__(kMaxBlocks)
+    sum_squares_finish(float* __restrict__ out, const float* __restrict__ partial, int parts) {
   const float s = block_sum<kMaxBlocks>(threadIdx.x < parts ? partial[threadIdx.x] : 0.f);
   if (threadIdx.x == 0) *out += s;
 }

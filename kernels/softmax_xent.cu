@@ -62,8 +62,7 @@ __global__ void __launch_bounds__(kMaxThreads)
   }
   block_stats(m, s, sz);
   const float lse = m + logf(s), uniform = smoothing / (float)K;
-  if (threadIdx.x == 0)
-    losses[row] = label_ok ? lse - (1.f - smoothing) * __bfloat162float(z[y]) - uniform * sz : NAN;
+  if (threadIdx.x == 0) losses[row] = label_ok ? lse - (1.f - smoothing) * __bfloat162float(z[y]) - uniform * sz : NAN;
   if (!dlogits) return;
   bf16* d = dlogits + row * K;
   for (int i = threadIdx.x * V; i < K; i += blockDim.x * V) {

@@ -11,7 +11,8 @@ namespace vit::ref {
 namespace {
 void check_labels(const int* labels, int B, int K) {
   for (int i = 0; i < B; ++i)
-    VIT_ASSERT(labels[i] >= 0 && labels[i] < K, "softmax_xent: label ", labels[i], " of row ", i, " outside [0, ", K, ")");
+    VIT_ASSERT(labels[i] >= 0 && labels[i] < K, "softmax_xent: label ", labels[i], " of row ", i, " outside [0, ", K,
+               ")");
 }
 }  // namespace
 

@@ -1,3 +1,102 @@
-// vit_train: placeholder until the trainer lands (engine/trainer.*).
+// vit_train: trains a ViT from a TOML config plus dotted overrides, on the GPUs when there are any
+// (one rank per GPU under mpirun), else on the CPU backend.
+//   mpirun -np NGPU ./vit_train configs/vit_base.toml training.checkpoint.path=./ckpts/vit
+#include <mpi.h>
+
 #include <cstdio>
-int main() { std::puts("vit_train: trainer not built yet"); return 1; }
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "engine/check.h"
+#include "engine/cli_args.h"
+#include "engine/comm_mpi.h"
+#include "engine/config.h"
+#include "engine/run.h"
+#include "engine/trainer.h"
+#include "engine/version.h"
+
+using namespace vit;
+
+namespace {
+
+// Every rank must run the same resolved config: compare hashes before any work.
+void check_same_config(uint64_t hash, int rank, int world) {
+  std::vector<unsigned long long> all(world);
+  unsigned long long mine = hash;
+  MPI_CHECK(MPI_Allgather(&mine, 1, MPI_UNSIGNED_LONG_LONG, all.data(), 1, MPI_UNSIGNED_LONG_LONG, MPI_COMM_WORLD));
+  for (int r = 0; r < world; ++r)
+    VIT_REQUIRE(all[r] == all[0], "rank ", r, " resolved a different config than rank 0 (hash ", all[r], " vs ", all[0],
+                "): every rank must get the same config file, overrides and environment");
+  (void)rank;
+}
+
+std::string pick_device(const std::string& want, int rank) {
+  int gpus = 0;
+#if defined(VIT_WITH_CUDA)
+  gpus = cuda_device_count();
+#endif
+  if (want == "cpu") return "cpu";
+  if (want == "cuda") {
+    VIT_REQUIRE(gpus > 0, "run.device = \"cuda\" but no usable CUDA GPU was found",
+#if defined(VIT_WITH_CUDA)
+                "",
+#else
+                " (this build has no CUDA backend: rebuild on a machine with nvcc)",
+#endif
+                ": use run.device=cpu or run.device=auto");
+    return "cuda";
+  }
+  if (gpus > 0) return "cuda";
+  log0(rank, "no CUDA GPU found: running on the CPU backend");
+  return "cpu";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int world = 1;
+  try {
+    MpiSession mpi(&argc, &argv);
+    world = mpi.size();
+    const int rank = mpi.rank();
+    CliArgs args = parse_cli_args(argc, argv);
+    if (args.help) {
+      if (rank == 0) std::printf("%s", cli_usage("vit_train").c_str());
+      return 0;
+    }
+    Config cfg = load_config(args.config_path, args.overrides);
+    const std::string toml = to_toml(cfg);
+    check_same_config(config_hash(cfg), rank, world);
+    if (args.print_config) {
+      if (rank == 0) std::printf("%s", toml.c_str());
+      return 0;
+    }
+    install_stop_handlers();
+    log0(rank, "vit_train (" + std::string(build_backends()) + "), " + std::to_string(world) + " rank(s), config " +
+                   args.config_path + "\n---- resolved config ----\n" + toml + "-------------------------");
+    const std::string device = pick_device(cfg.run.device, rank);
+    // Ranks per machine (for CPU threads and the GPU each rank takes).
+    int local = 1;
+    {
+      MPI_Comm node;
+      MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
+      MPI_CHECK(MPI_Comm_size(node, &local));
+      MPI_CHECK(MPI_Comm_free(&node));
+    }
+#if defined(VIT_WITH_CUDA)
+    if (device == "cuda") return run_training_cuda(cfg, toml, rank, world, mpi.local_rank());
+#endif
+    return run_training_cpu(cfg, toml, rank, world, local);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vit_train: error: %s\n", e.what());
+    std::fflush(stderr);
+    // Other ranks may be waiting in a collective: take the whole job down rather than hang.
+    int inited = 0, finalized = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&finalized);
+    if (inited && !finalized && world > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+    return 1;
+  }
+}

@@ -91,5 +91,6 @@ std::string error_of(F&& f) {
   do {                                                                            \
     const std::string vit_msg_ = ::vit::test::error_of([&] { (void)(expr); });    \
     INFO("message: ", vit_msg_);                                                  \
-    for (const char* vit_s_ : {__VA_ARGS__}) CHECK(vit_msg_.find(vit_s_) != std::string::npos); \
+    for (const char* vit_s_ : {__VA_ARGS__})                                      \
+      CHECK_MESSAGE(vit_msg_.find(vit_s_) != std::string::npos, "expected in the message: ", vit_s_); \
   } while (0)

@@ -9,7 +9,8 @@
 using namespace vit;
 
 TEST_CASE("adamw ref: two steps against the formula worked by hand, with bias correction") {
-  const AdamWParams base{/*lr=*/0.01f, /*beta1=*/0.9f, /*beta2=*/0.999f, /*eps=*/1e-8f, /*weight_decay=*/0.05f, 1};
+  // lr, beta1, beta2, eps, weight_decay, step
+  const AdamWParams base{0.01f, 0.9f, 0.999f, 1e-8f, 0.05f, 1};
   const double lr = base.lr, b1 = base.beta1, b2 = base.beta2, eps = base.eps, wd = base.weight_decay;
   const double scale = 0.5;  // e.g. a clipping factor
   std::vector<double> p = {0.3, -1.2, 2.0}, m(3, 0.0), v(3, 0.0);

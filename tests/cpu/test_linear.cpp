@@ -76,8 +76,8 @@ TEST_CASE("linear ref: finite-difference gradients; dweight/dbias and dx (accumu
     // dx_accumulate adds the same gradient onto what is there; null dx / dbias are skipped.
     const auto dx0 = randn(dx.size(), seed + 6);
     auto dx_acc = dx0, dw2 = dw0;
-    ref::linear_backward(dx_acc.data(), dw2.data(), static_cast<double*>(nullptr), wout.data(), x.data(), w.data(),
-                         s.M, s.K, s.N, true);
+    ref::linear_backward(dx_acc.data(), dw2.data(), static_cast<double*>(nullptr), wout.data(), x.data(), w.data(), s.M,
+                         s.K, s.N, true);
     CHECK(test::rel_err(test::minus(dx_acc, dx0), dx) < 1e-12);
     CHECK(test::rel_err(dw2, dw) < 1e-14);
     auto dw3 = dw0;

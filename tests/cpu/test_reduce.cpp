@@ -38,7 +38,8 @@ TEST_CASE("reduce ref: clip_scale clips to max_norm like clip_grad_norm_") {
   CHECK(std::sqrt(ref::sum_squares(g.data(), 2)) == doctest::Approx(10.0 / (10.0 + 1e-6)).epsilon(1e-14));
   // Within the norm: untouched. Disabled (max_norm <= 0): untouched.
   CHECK(ref::clip_scale(0.5, 1.0) == 1.0);
-  CHECK(ref::clip_scale(1.0, 1.0) == doctest::Approx(1.0 / (1.0 + 1e-6)).epsilon(1e-15));  // exactly at the norm: the 1e-6 shows
+  // Exactly at the norm the 1e-6 shows.
+  CHECK(ref::clip_scale(1.0, 1.0) == doctest::Approx(1.0 / (1.0 + 1e-6)).epsilon(1e-15));
   CHECK(ref::clip_scale(50.0, 0.0) == 1.0);
   CHECK(ref::clip_scale(50.0, -1.0) == 1.0);
   // Non-finite norms as torch: an infinite norm zeroes the step, a NaN norm stays NaN.

@@ -58,7 +58,8 @@ TEST_CASE("gpu adamw: fp32 update, bf16 copy, grad_scale from device memory, vec
       int exact = 0;
       for (i64 i = 0; i < n; ++i) {
         const bf16 want = to_bf(p_gpu[i]);
-        exact += with_copy ? (to_f(pb[offset + i]) == to_f(want)) : std::isnan(to_f(pb[offset + i]));  // untouched poison
+        // With the copy: exactly the rounded weight; without: the poison untouched.
+        exact += with_copy ? (to_f(pb[offset + i]) == to_f(want)) : std::isnan(to_f(pb[offset + i]));
       }
       CHECK(exact == n);
     }

@@ -61,8 +61,8 @@ void check_linear(gpu::GemmContext& ctx, Shape s, bool with_bias, uint64_t seed)
   CHECK(rel_err(to_f(out_d.download()), out_ref) < 1e-2);
 
   dx_d.poison();
-  gpu::linear_backward(ctx, dx_d.get(), dweight_d.get(), with_bias ? dbias_d.get() : nullptr, dout_d.get(),
-                       x_d.get(), w_d.get(), s.M, s.K, s.N, false, 0);
+  gpu::linear_backward(ctx, dx_d.get(), dweight_d.get(), with_bias ? dbias_d.get() : nullptr, dout_d.get(), x_d.get(),
+                       w_d.get(), s.M, s.K, s.N, false, 0);
   CHECK(rel_err(to_f(dx_d.download()), dx_ref) < 1e-2);
   const auto dw_gpu = dweight_d.download(), db_gpu = dbias_d.download();
   CHECK(rel_err(minus_f(dw_gpu, dw0), dw_ref) < 1e-4);  // what was added ...
@@ -180,8 +180,9 @@ TEST_CASE("gpu linear: shapes and pointers cuBLASLt cannot take fail with a clea
                        doctest::Contains("multiples of 8"), vit::Error);
   CHECK_THROWS_AS(gpu::linear_forward(ctx, out.get(), x.get(), w.get(), nullptr, 5, 72, 10, 0), vit::Error);
   gpu::DeviceBuffer<float> dw(80 * 80);
-  CHECK_THROWS_AS(gpu::linear_backward(ctx, nullptr, dw.get(), nullptr, out.get(), x.get(), w.get(), 5, 72, 36, false, 0),
-                  vit::Error);
+  CHECK_THROWS_AS(
+      gpu::linear_backward(ctx, nullptr, dw.get(), nullptr, out.get(), x.get(), w.get(), 5, 72, 36, false, 0),
+      vit::Error);
   // A pointer off the 16-byte grid.
   CHECK_THROWS_WITH_AS(gpu::linear_forward(ctx, out.get(), x.get() + 1, w.get(), nullptr, 5, 72, 40, 0),
                        doctest::Contains("16-byte aligned"), vit::Error);

@@ -77,7 +77,8 @@ TEST_CASE("gpu topk_correct: counts with ties vs CPU twin, added onto the counte
     z[(size_t)4 * K + y[4]] = mx;
     z[(size_t)4 * K + (y[4] + 2) % K] = mx;
 
-    const int top1 = ref::topk_correct(z.data(), y.data(), B, K, 1), top5 = ref::topk_correct(z.data(), y.data(), B, K, 5);
+    const int top1 = ref::topk_correct(z.data(), y.data(), B, K, 1),
+              top5 = ref::topk_correct(z.data(), y.data(), B, K, 5);
     auto z_d = to_device(to_bf(z));
     auto y_d = to_device(y);
     auto counts_d = to_device(std::vector<int>{3, 7});

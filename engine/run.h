@@ -1,0 +1,17 @@
+// Entry points of the two backends for the programs (vit_train): each builds its Ops and data-parallel
+// comms and runs the Trainer. The CUDA one exists only in builds with the CUDA backend.
+#pragma once
+#include <string>
+
+#include "engine/config.h"
+
+namespace vit {
+
+int run_training_cpu(const Config& cfg, const std::string& cfg_toml, int rank, int world, int local_ranks);
+#if defined(VIT_WITH_CUDA)
+int run_training_cuda(const Config& cfg, const std::string& cfg_toml, int rank, int world, int local_rank);
+// Number of usable CUDA devices; 0 (not an error) when there is no driver or no GPU.
+int cuda_device_count();
+#endif
+
+}  // namespace vit

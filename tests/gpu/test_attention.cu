@@ -1,0 +1,161 @@
+// Attention on the GPU against the CPU reference (run in float on the same bf16-rounded inputs), for every
+// implementation: the simple fp32 kernels, the fused tensor-core kernels and their alternative backward tiling.
+// Outputs and workspace are poisoned (NaN) before every run, so a row or element never written fails.
+//
+// Tolerances (relative Frobenius error over a whole tensor):
+//   out, dq, dk, dv (bf16 storage): 1e-2. The fused kernels round P and dS to bf16 before their second
+//     product (2^-9 relative each) and every output to bf16 (another 2^-9); measured norms sit near 3e-3.
+//   lse (fp32): 1e-4. Scores are exact products of bf16 inputs summed in fp32; what is left is the order
+//     of fp32 sums and the SFU exp2 (2^-22).
+// The backward is checked in isolation: both sides get the same out (the reference's, rounded to bf16) and
+// lse, so only the backward's own error is measured. T = 1 has dq = dk = 0 exactly in exact arithmetic (the
+// output is v whatever q and k are), so there they are checked in absolute terms.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "kernels/attention_tiles.cuh"
+#include "tests/gpu/gpu_test_util.h"
+
+using namespace vit;
+using namespace vit::test;
+using vit::gpu::attn::Variant;
+
+namespace {
+
+constexpr double kTolBf16 = 1e-2;
+constexpr double kTolLse = 1e-4;
+
+struct Case {
+  int B, T, H, d;
+};
+
+struct Errors {
+  double out, lse, dq, dk, dv;
+};
+
+// Entries of part (0 = q, 1 = k, 2 = v) of a (B, T, 3, H, d) tensor, in order.
+std::vector<float> part_of(const std::vector<float>& x, const Case& c, int part) {
+  std::vector<float> r;
+  r.reserve(x.size() / 3);
+  const size_t hd = (size_t)c.H * c.d;
+  for (size_t tok = 0; tok < (size_t)c.B * c.T; ++tok)
+    r.insert(r.end(), x.begin() + (tok * 3 + part) * hd, x.begin() + (tok * 3 + part + 1) * hd);
+  return r;
+}
+
+double max_abs(const std::vector<float>& x) {
+  double m = 0;
+  for (float v : x) m = std::isfinite(v) ? std::max(m, (double)std::abs(v)) : INFINITY;
+  return m;
+}
+
+// Runs forward and backward of one implementation on fresh random inputs and returns the relative errors.
+Errors run_case(Variant v, const Case& c, uint64_t seed, float in_scale = 1.f, bool public_api = false) {
+  const size_t n_qkv = (size_t)c.B * c.T * 3 * c.H * c.d, n_out = (size_t)c.B * c.T * c.H * c.d,
+               n_stat = (size_t)c.B * c.H * c.T;
+  const float scale = 1.f / std::sqrt((float)c.d);
+  const auto qkv = bf_round(randn_f(n_qkv, seed, in_scale));
+  const auto dout = bf_round(randn_f(n_out, seed + 1));
+
+  // CPU twin in float on the rounded inputs.
+  std::vector<float> out_ref(n_out), lse_ref(n_stat), dqkv_ref(n_qkv);
+  ref::attention_forward(out_ref.data(), lse_ref.data(), qkv.data(), c.B, c.T, c.H, c.d, (double)scale);
+  const auto out_bf = bf_round(out_ref);  // what a bf16 forward would have stored
+  ref::attention_backward(dqkv_ref.data(), dout.data(), qkv.data(), out_bf.data(), lse_ref.data(), c.B, c.T, c.H, c.d,
+                          (double)scale);
+
+  auto d_qkv = to_device(to_bf(qkv));
+  gpu::DeviceBuffer<bf16> d_out(n_out), d_dqkv(n_qkv);
+  gpu::DeviceBuffer<float> d_lse(n_stat);
+  gpu::DeviceBuffer<unsigned char> d_ws((size_t)gpu::attention_backward_workspace_bytes(c.B, c.T, c.H, c.d));
+  d_out.poison();
+  d_lse.poison();
+  if (public_api)
+    gpu::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), c.B, c.T, c.H, c.d, scale, 0);
+  else
+    gpu::attn::forward(v, d_out.get(), d_lse.get(), d_qkv.get(), c.B, c.T, c.H, c.d, scale, 0);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  Errors e{};
+  e.out = rel_err(to_f(d_out.download()), out_ref);
+  e.lse = rel_err(d_lse.download(), lse_ref);
+
+  // Backward in isolation: the same out and lse as the reference backward saw.
+  auto d_out_in = to_device(to_bf(out_bf));
+  auto d_lse_in = to_device(lse_ref);
+  auto d_dout = to_device(to_bf(dout));
+  d_dqkv.poison();
+  d_ws.poison();
+  if (public_api)
+    gpu::attention_backward(d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out_in.get(), d_lse_in.get(), c.B, c.T, c.H,
+                            c.d, scale, d_ws.get(), 0);
+  else
+    gpu::attn::backward(v, d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out_in.get(), d_lse_in.get(), c.B, c.T, c.H,
+                        c.d, scale, d_ws.get(), 0);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const auto dqkv = to_f(d_dqkv.download());
+  const auto gq = part_of(dqkv, c, 0), gk = part_of(dqkv, c, 1), gv = part_of(dqkv, c, 2);
+  if (c.T == 1) {  // exact answer 0: absolute check (dS = P (dP − D) ~ fp32 rounding of d-term dot products)
+    e.dq = max_abs(gq) < 1e-3 ? 0.0 : INFINITY;
+    e.dk = max_abs(gk) < 1e-3 ? 0.0 : INFINITY;
+  } else {
+    e.dq = rel_err(gq, part_of(dqkv_ref, c, 0));
+    e.dk = rel_err(gk, part_of(dqkv_ref, c, 1));
+  }
+  e.dv = rel_err(gv, part_of(dqkv_ref, c, 2));
+  return e;
+}
+
+void check_errors(const Errors& e, const char* what, const Case& c) {
+  INFO(what, " B=", c.B, " T=", c.T, " H=", c.H, " d=", c.d, "  out ", e.out, " lse ", e.lse, " dq ", e.dq, " dk ",
+       e.dk, " dv ", e.dv);
+  CHECK(e.out < kTolBf16);
+  CHECK(e.lse < kTolLse);
+  CHECK(e.dq < kTolBf16);
+  CHECK(e.dk < kTolBf16);
+  CHECK(e.dv < kTolBf16);
+}
+
+// Every T of the sweep at one head dim; B and H small but > 1 so the (b, h) indexing is exercised.
+void sweep(Variant v, const char* name, int d, uint64_t seed) {
+  Errors worst{};
+  for (int T : {1, 5, 17, 64, 65, 197, 257}) {
+    const Case c{2, T, T <= 65 ? 3 : 2, d};
+    const Errors e = run_case(v, c, seed + 10 * T);
+    check_errors(e, name, c);
+    worst = {std::max(worst.out, e.out), std::max(worst.lse, e.lse), std::max(worst.dq, e.dq),
+             std::max(worst.dk, e.dk), std::max(worst.dv, e.dv)};
+  }
+  MESSAGE(name, " d=", d, " worst over T: out ", worst.out, " lse ", worst.lse, " dq ", worst.dq, " dk ", worst.dk,
+          " dv ", worst.dv);
+}
+
+}  // namespace
+
+TEST_CASE("attention gpu: simple kernels match the CPU reference") {
+  for (int d : {32, 64, 80, 128}) sweep(Variant::simple, "simple", d, 100 + d);
+  sweep(Variant::simple, "simple", 24, 90);  // a head dim the fused kernels do not take (the fallback)
+}
+
+TEST_CASE("attention gpu: fused kernels match the CPU reference") {
+  for (int d : gpu::attn::kFlashDims) sweep(Variant::flash, "flash", d, 200 + d);
+}
+
+TEST_CASE("attention gpu: fused kernels, alternative backward tiling") {
+  sweep(Variant::flash_wide, "flash_wide", 64, 300);
+}
+
+TEST_CASE("attention gpu: peaked softmax rows (online rescaling across key blocks)") {
+  // Inputs of std 3: scores of std ~9, so each row's max moves between key blocks and most P are tiny.
+  for (Variant v : {Variant::simple, Variant::flash})
+    for (const Case c : {Case{2, 197, 3, 64}, Case{1, 257, 2, 80}, Case{1, 130, 2, 128}})
+      check_errors(run_case(v, c, 400 + c.T, 3.f), v == Variant::simple ? "simple peaked" : "flash peaked", c);
+}
+
+TEST_CASE("attention gpu: public API dispatches and handles many (b, h)") {
+  for (const Case c : {Case{3, 197, 5, 64}, Case{2, 50, 4, 40}})  // fused path, then the simple fallback
+    check_errors(run_case(Variant::flash, c, 500 + c.d, 1.f, true), "public api", c);
+}
