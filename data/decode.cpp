@@ -5,6 +5,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <cctype>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -65,48 +66,73 @@ uint32_t be32(const uint8_t* p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] <
 
 bool is_sof(uint8_t m) { return m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC; }
 
-// Walks the JPEG markers from SOI to the first SOS (reading the frame header on the way), then requires
-// an EOI marker after that scan: entropy-coded data stuffs every 0xFF, so a file cut anywhere in its scans
-// has no FFD9 after the first SOS (an EXIF thumbnail's own EOI lies before it).
+// Checks a DHT segment's tables: stb_image 2.27 writes past its Huffman arrays when a table's code
+// counts add up to more than 256 (fixed upstream in 2.28), so such files must never reach it.
+bool check_dht(const uint8_t* s, size_t len, std::string& why) {
+  size_t pos = 0;
+  while (pos < len) {
+    if (len - pos < 17) { why = "corrupt JPEG (short Huffman table)"; return false; }
+    const int tc = s[pos] >> 4, th = s[pos] & 15;
+    if (tc > 1 || th > 3) { why = "corrupt JPEG (bad Huffman table id)"; return false; }
+    size_t n = 0;
+    for (int i = 1; i <= 16; ++i) n += s[pos + i];
+    if (n > 256) { why = detail::cat("corrupt JPEG (Huffman table with ", n, " codes)"); return false; }
+    if (len - pos - 17 < n) { why = "corrupt JPEG (short Huffman table)"; return false; }
+    pos += 17 + n;
+  }
+  return true;
+}
+
+// Walks every JPEG marker from SOI to EOI as a decoder meets them (segments by their lengths, the
+// entropy-coded data after each SOS up to the next marker: the encoder stuffs every 0xFF in it), reading
+// the frame header on the way and checking every Huffman table. A file cut anywhere before its EOI is
+// reported as truncated (stb_image would decode the missing part as gray).
 bool scan_jpeg(const uint8_t* p, size_t n, ImageHeader& h, std::string& why) {
   size_t pos = 2;
-  bool have_sof = false;
+  bool have_sof = false, in_scan = false;
   for (;;) {
-    if (pos >= n) { why = "truncated JPEG (ends before the image data)"; return false; }
-    if (p[pos] != 0xFF) { why = detail::cat("corrupt JPEG (no marker at byte ", pos, ")"); return false; }
-    while (pos < n && p[pos] == 0xFF) ++pos;  // fill bytes
-    if (pos >= n) { why = "truncated JPEG (ends before the image data)"; return false; }
-    const uint8_t m = p[pos++];
-    if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;  // markers without a segment
-    if (m == 0x00 || m == 0xD8 || m == 0xD9) {
-      why = detail::cat("corrupt JPEG (unexpected marker 0xFF", std::hex, (int)m, " before the image data)");
+    if (in_scan) {  // entropy-coded data: up to FF followed by neither 00 (stuffing), FF (fill) nor RSTn
+      while (pos + 1 < n && !(p[pos] == 0xFF && p[pos + 1] != 0x00 && p[pos + 1] != 0xFF &&
+                              (p[pos + 1] < 0xD0 || p[pos + 1] > 0xD7)))
+        ++pos;
+    }
+    if (pos >= n || (in_scan && pos + 1 >= n)) {
+      why = in_scan ? "truncated JPEG (no end-of-image marker)" : "truncated JPEG (ends before the image data)";
       return false;
     }
+    if (p[pos] != 0xFF) { why = detail::cat("corrupt JPEG (no marker at byte ", pos, ")"); return false; }
+    while (pos < n && p[pos] == 0xFF) ++pos;  // fill bytes
+    if (pos >= n) { why = "truncated JPEG (ends in a marker)"; return false; }
+    const uint8_t m = p[pos++];
+    if (m == 0xD9) {
+      if (!in_scan) { why = "corrupt JPEG (no image data before the end-of-image marker)"; return false; }
+      return true;
+    }
+    if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;  // markers without a segment
+    if (m == 0x00 || m == 0xD8) { why = "corrupt JPEG (misplaced marker)"; return false; }
     if (pos + 2 > n) { why = "truncated JPEG (in a marker segment)"; return false; }
     const size_t len = be16(p + pos);
     if (len < 2) { why = "corrupt JPEG (bad segment length)"; return false; }
     if (pos + len > n) { why = "truncated JPEG (in a marker segment)"; return false; }
-    if (is_sof(m) && !have_sof) {
-      if (len < 8) { why = "corrupt JPEG (short frame header)"; return false; }
-      const uint8_t* s = p + pos + 2;
+    const uint8_t* s = p + pos + 2;
+    if (is_sof(m)) {
+      if (have_sof) { why = "corrupt JPEG (two frame headers)"; return false; }
+      if (len < 8 || len < 8 + 3 * (size_t)s[5]) { why = "corrupt JPEG (short frame header)"; return false; }
       h.bit_depth = s[0];
       h.h = (int)be16(s + 1);
       h.w = (int)be16(s + 3);
       h.stored_channels = s[5];
-      if (len < 8 + 3 * (size_t)s[5]) { why = "corrupt JPEG (short frame header)"; return false; }
       h.progressive = (m == 0xC2 || m == 0xC6 || m == 0xCA || m == 0xCE);
       h.adobe_cmyk = (s[5] == 4);
       have_sof = true;
+    } else if (m == 0xC4) {
+      if (!check_dht(s, len - 2, why)) return false;
+    } else if (m == 0xDA) {
+      if (!have_sof) { why = "corrupt JPEG (scan before the frame header)"; return false; }
+      in_scan = true;
     }
-    if (m == 0xDA) break;
     pos += len;
   }
-  if (!have_sof) { why = "corrupt JPEG (scan before the frame header)"; return false; }
-  const size_t sos = pos - 2;
-  for (size_t i = n - 1; i > sos + 1; --i)
-    if (p[i] == 0xD9 && p[i - 1] == 0xFF) return true;
-  why = "truncated JPEG (no end-of-image marker after the image data)";
-  return false;
 }
 
 // Walks the PNG chunks: every length within the file, every CRC right, IHDR first, IEND present.
@@ -120,7 +146,9 @@ bool scan_png(const uint8_t* p, size_t n, ImageHeader& h, std::string& why) {
     if (len > n - pos - 12) { why = "truncated PNG (chunk extends past the end of the file)"; return false; }
     const uLong crc = crc32(crc32(0L, Z_NULL, 0), type, (uInt)(len + 4));
     if (crc != be32(p + pos + 8 + len)) {
-      why = detail::cat("corrupt PNG (CRC mismatch in chunk '", std::string((const char*)type, 4), "')");
+      std::string name((const char*)type, 4);
+      for (auto& ch : name) ch = std::isalnum((unsigned char)ch) ? ch : '?';  // messages stay printable
+      why = detail::cat("corrupt PNG (CRC mismatch in chunk '", name, "')");
       return false;
     }
     const bool ihdr = std::memcmp(type, "IHDR", 4) == 0;

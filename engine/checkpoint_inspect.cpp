@@ -170,7 +170,7 @@ int verify_path(const fs::path& path, std::ostream& out) {
   int rc = 0;
   for (int64_t s : all_step_dirs(p)) {
     if (is_committed(p, s)) rc |= verify_step(p, s, out);
-    else out << "step " << s << ": not committed (an unfinished save; resume ignores it, prune removes it)\n";
+    else out << "step " << s << ": not committed (an unfinished save: resume ignores it; prune removes it once a newer step is committed)\n";
   }
   if (committed.empty()) {
     out << "error: no committed checkpoint in " << p.string() << "\n";

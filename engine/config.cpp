@@ -72,12 +72,13 @@ class Sources {
 
 // ---- applying one value -----------------------------------------------------------------------------
 
-[[noreturn]] void fail_unknown(const std::string& where, const std::string& key) {
+[[noreturn]] void fail_unknown(const std::string& where, const std::string& key, bool in_override) {
   if (cs::is_section(key)) {
     // A section given a value (model = 3, or an override model=3).
     std::string first;
     for (const auto& f : cs::fields())
       if (f.section() == key) { first = f.leaf(); break; }
+    if (in_override) fail(where, ": '", key, "' is a section, not a key: set one of its keys, e.g. ", key, ".", first, "=...");
     fail(where, ": '", key, "' is a section, not a key: set its keys, e.g. [", key, "] ", first, " = ...");
   }
   fail(where, ": unknown key '", key, "' (did you mean '", cs::closest_name(key), "'?)");
@@ -133,7 +134,7 @@ void apply_file(Config& c, const std::string& text, const std::string& origin, S
     if (!f) {
       if (const auto* t = e.node->as_table(); t && t->empty() && !cs::is_section(e.key))
         fail(at, ": unknown section '", e.key, "' (did you mean '", cs::closest_name(e.key), "'?)");
-      fail_unknown(at, e.key);
+      fail_unknown(at, e.key, false);
     }
     apply(c, *f, to_value(*e.node), at);
     sources.record(e.key, at);
@@ -178,11 +179,14 @@ cs::Value parse_override_value(const std::string& raw, const cs::Field& f, const
 void apply_override(Config& c, const std::string& ov, Sources& sources) {
   const std::string at = "override '" + ov + "'";
   const auto eq = ov.find('=');
-  if (eq == std::string::npos) fail(at, " needs the form key=value (e.g. model.depth=12)");
+  if (eq == std::string::npos) {
+    const cs::Field* f = cs::find_field(trim(ov));
+    fail(at, " needs the form key=value (e.g. ", f ? f->key + "=" + f->emit(Config{}) : std::string("model.depth=12"), ")");
+  }
   const std::string key = trim(std::string_view(ov).substr(0, eq));
   if (key.empty()) fail(at, " has no key before '=': write key=value (e.g. model.depth=12)");
   const cs::Field* f = cs::find_field(key);
-  if (!f) fail_unknown(at, key);
+  if (!f) fail_unknown(at, key, true);
   apply(c, *f, parse_override_value(trim(std::string_view(ov).substr(eq + 1)), *f, at), at);
   sources.record(key, at);
 }

@@ -2,6 +2,7 @@
 // double for the gradient checks. Activations, parameters, gradients and statistics are all T.
 #pragma once
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -43,6 +44,9 @@ struct CpuOps {
   void copy(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
   void upload(void* dst, const void* host, size_t bytes) { std::memcpy(dst, host, bytes); }
   void upload_async(void* dst, const void* host, size_t bytes) { std::memcpy(dst, host, bytes); }
+  void wait_uploads() {}
+  void prepare(int, int, int, int, int, int) {}
+  size_t free_memory() const { return SIZE_MAX; }
   // Loader ring memory (pinned on the GPU backend).
   void* alloc_host(size_t bytes) { return alloc(bytes, "loader batches"); }
   void free_host(void* p) { std::free(p); }

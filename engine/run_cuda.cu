@@ -1,8 +1,14 @@
 // The CUDA backend's training entry.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <memory>
+
 #include "engine/check.h"
+#include "engine/comm_nccl.h"
+#include "engine/ops_cuda.h"
 #include "engine/run.h"
+#include "engine/trainer.h"
 
 namespace vit {
 
@@ -16,8 +22,38 @@ int cuda_device_count() {
   return n;
 }
 
-int run_training_cuda(const Config&, const std::string&, int, int, int) {
-  fail("the CUDA trainer is not built yet: use run.device=cpu");
+int run_training_cuda(const Config& cfg, const std::string& cfg_toml, int rank, int world, int local_rank) {
+  const int gpus = cuda_device_count();
+  VIT_REQUIRE(gpus > 0, "no CUDA device visible to rank ", rank);
+  const int device = local_rank % gpus;
+  CudaOps ops(device);
+  const DistributedConfig& dc = cfg.distributed;
+  const Strategy st = parse_strategy(dc.strategy);
+  const int outer = std::max(1, dc.dp_outer);
+  const int shard = dc.dp_shard > 0 ? dc.dp_shard : world / outer;
+  VIT_REQUIRE(shard * outer == world, "distributed.dp_shard (", shard, ") x distributed.dp_outer (", outer,
+              ") must equal the number of ranks (", world, "): adjust them or the mpirun -np count");
+  auto world_comm = NcclComm::world(ops.stream());
+  std::unique_ptr<NcclComm> shard_comm, outer_comm;
+  if (st == Strategy::no_shard) {
+    shard_comm = world_comm->split(rank, 0);  // each rank alone
+    if (world > 1) outer_comm = world_comm->split(0, rank);
+  } else {
+    shard_comm = world_comm->split(rank / shard, rank);
+    if (outer > 1) outer_comm = world_comm->split(rank % shard, rank);
+  }
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  log0(rank, fmt("GPU backend: %s (%d SMs, %.0f GiB) per rank, NCCL world of %d", prop.name, prop.multiProcessorCount,
+                 prop.totalGlobalMem / 1073741824.0, world));
+  int rc = 0;
+  {
+    Trainer<CudaOps> trainer(cfg, cfg_toml, ops, {shard_comm.get(), outer_comm.get()}, rank, world);
+    log0(rank, trainer.memory_plan().table("memory plan (GPU, activations per rank):"));
+    rc = trainer.run();
+    ops.synchronize();
+  }
+  return rc;
 }
 
 }  // namespace vit

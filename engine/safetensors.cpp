@@ -116,17 +116,18 @@ Reader::Reader(fs::path path) : file_(io::File::open_read(path)) {
     VIT_REQUIRE(shape->kind == json::Value::Kind::array, w, t, "shape is ", json::kind_name(shape->kind),
                 ", expected an array of non-negative integers");
     uint64_t numel = 1;
-    bool overflow = false;
+    bool overflow = false, zero = false;
     for (const json::Value& d : shape->items) {
       const std::optional<uint64_t> x = json::as_u64(d);
       VIT_REQUIRE(x && *x <= uint64_t(INT64_MAX), w, t, "shape entry ", d.text.empty() ? json::kind_name(d.kind) : d.text,
                   " is not a non-negative integer");
       info.shape.push_back(static_cast<int64_t>(*x));
-      if (*x != 0 && numel > UINT64_MAX / *x) overflow = true;
+      if (*x == 0) zero = true;
+      else if (numel > UINT64_MAX / *x) overflow = true;
       numel *= *x;
     }
     // A zero dimension makes the product 0 however large the others are.
-    if (numel == 0) overflow = false;
+    if (zero) numel = 0, overflow = false;
     VIT_REQUIRE(!overflow && numel <= UINT64_MAX / dtype_size(*dtype), w, t, "shape overflows 64-bit sizes (corrupted)");
     info.numel = numel;
     VIT_REQUIRE(offs->kind == json::Value::Kind::array && offs->items.size() == 2, w, t,

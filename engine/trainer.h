@@ -121,6 +121,7 @@ class Trainer {
                 (float)cfg_.optimizer.weight_decay, 0};
       auto next = [&](int) {
         auto w0 = clock::now();
+        ops_.wait_uploads();  // the previous batch's pinned memory is about to be recycled
         const data::Batch& b = train_->next();
         data_wait += std::chrono::duration<double>(clock::now() - w0).count();
         ops_.upload_async(images_, b.images, (size_t)b.size * image_elems() * sizeof(float));
@@ -193,6 +194,7 @@ class Trainer {
     std::vector<typename Ops::Act> logits((size_t)B * d.K);
     double sums[4] = {0, 0, 0, 0};  // loss, top1, top5, count
     for (int64_t i = 0; i < val.steps_per_epoch(); ++i) {
+      ops_.wait_uploads();
       const data::Batch& b = val.next();
       ops_.upload_async(images_, b.images, (size_t)b.size * image_elems() * sizeof(float));
       StepContext ctx;

@@ -34,6 +34,68 @@ struct DqCfg {
   static_assert(BLK % 16 == 0, "keys per step must be a multiple of 16");
 };
 
+// One key block of pass 1 for one warp (16 query rows): S and dP (16, BN), dS, dQ += dS K.
+// sQw / sdOw point at the warp's 16 rows of Q and dO. kFull: all BN keys exist (guards compile away).
+template <int D, int BN, bool kFull>
+__device__ __forceinline__ void dq_block(const bf16* sQw, const bf16* sdOw, const bf16* sKb, const bf16* sVb,
+                                         int kv_valid, float sl2, const float (&lse2)[2], const float (&Drow)[2],
+                                         const LaneOffsets& lo, int t, float (&dq)[D / 8][4]) {
+  constexpr int P = D + kPad;
+  // S = Q Kᵀ and dP = dO Vᵀ; n-block n holds keys 8n..8n+7 of the block.
+  float s[BN / 8][4], dp[BN / 8][4];
+#pragma unroll
+  for (int n = 0; n < BN / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t qa[4], ga[4];
+    ldsm_x4(qa, smem_addr(sQw + lo.a_row * P + kk * 16 + lo.a_col));
+    ldsm_x4(ga, smem_addr(sdOw + lo.a_row * P + kk * 16 + lo.a_col));
+#pragma unroll
+    for (int np = 0; np < BN / 16; ++np) {
+      if (kFull || np * 16 < kv_valid) {
+        uint32_t kb[4], vb[4];
+        ldsm_x4(kb, smem_addr(sKb + (np * 16 + lo.bn_row) * P + kk * 16 + lo.bn_col));
+        mma_16816(s[2 * np], qa, kb[0], kb[1]);
+        mma_16816(s[2 * np + 1], qa, kb[2], kb[3]);
+        ldsm_x4(vb, smem_addr(sVb + (np * 16 + lo.bn_row) * P + kk * 16 + lo.bn_col));
+        mma_16816(dp[2 * np], ga, vb[0], vb[1]);
+        mma_16816(dp[2 * np + 1], ga, vb[2], vb[3]);
+      }
+    }
+  }
+  // dS = P ⊙ (dP − D) with P = exp(scale·S − lse); keys past T get P = 0. Stored over s.
+#pragma unroll
+  for (int n = 0; n < BN / 8; ++n) {
+    if (kFull || n * 8 < kv_valid) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const bool key_ok = kFull || n * 8 + 2 * t + (e & 1) < kv_valid;
+        const float p = key_ok ? fast_exp2(fmaf(s[n][e], sl2, -lse2[e >> 1])) : 0.f;
+        s[n][e] = p * (dp[n][e] - Drow[e >> 1]);
+      }
+    } else {
+      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    }
+  }
+  // dQ += dS K: k runs over the block's keys; K is read transposed ([key][d] is B stored [k][n]).
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; ++kk) {
+    if (kFull || kk * 16 < kv_valid) {
+      uint32_t da[4];
+      c_pair_to_a(da, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+      for (int dd = 0; dd < D / 16; ++dd) {
+        uint32_t kb[4];
+        ldsm_x4_trans(kb, smem_addr(sKb + (kk * 16 + lo.bk_row) * P + dd * 16 + lo.bk_col));
+        mma_16816(dq[2 * dd], da, kb[0], kb[1]);
+        mma_16816(dq[2 * dd + 1], da, kb[2], kb[3]);
+      }
+    }
+  }
+}
+
 template <int D, int BLK, int MINB>
 __global__ void __launch_bounds__(DqCfg<D, BLK, MINB>::kThreads, MINB)
     flash_bwd_dq_kernel(bf16* __restrict__ dqkv, float* __restrict__ Dws, const bf16* __restrict__ dout,
@@ -74,15 +136,19 @@ __global__ void __launch_bounds__(DqCfg<D, BLK, MINB>::kThreads, MINB)
   // Rows past T get D = 0 and lse = 0 (their Q and dO are zero, so dS = 0 there; they are never stored).
   float Drow[2] = {0.f, 0.f}, lse2[2] = {0.f, 0.f};
   if (active) {
-#pragma unroll 4
+#pragma unroll  // all 16 rows' loads in flight at once
     for (int rr = 0; rr < 16; ++rr) {
       const int row = row0 + rr;
       float acc = 0.f;
       if (row < Tn) {
-        for (int c = 2 * lane; c < D; c += 64) {
-          const float2 ov = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(og + row * ldo + c));
-          const float2 gv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(gg + row * ldo + c));
-          acc = fmaf(ov.x, gv.x, fmaf(ov.y, gv.y, acc));
+#pragma unroll
+        for (int c0 = 0; c0 < D; c0 += 64) {  // lane reads the element pair c0 + 2·lane
+          const int c = c0 + 2 * lane;
+          if (c < D) {
+            const float2 ov = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(og + row * ldo + c));
+            const float2 gv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(gg + row * ldo + c));
+            acc = fmaf(ov.x, gv.x, fmaf(ov.y, gv.y, acc));
+          }
         }
       }
       acc = warp_sum(acc);  // every lane holds D of row rr
@@ -118,56 +184,13 @@ __global__ void __launch_bounds__(DqCfg<D, BLK, MINB>::kThreads, MINB)
     if (active) {
       const bf16* sKb = sK + buf * BN * P;
       const bf16* sVb = sV + buf * BN * P;
-      const int kv_valid = min(BN, Tn - j * BN);
-
-      // S = Q Kᵀ and dP = dO Vᵀ, both (16, BN) per warp.
-      float s[BN / 8][4], dp[BN / 8][4];
-#pragma unroll
-      for (int n = 0; n < BN / 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        uint32_t qa[4], ga[4];
-        ldsm_x4(qa, smem_addr(sQ + (warp * 16 + lo.a_row) * P + kk * 16 + lo.a_col));
-        ldsm_x4(ga, smem_addr(sdO + (warp * 16 + lo.a_row) * P + kk * 16 + lo.a_col));
-#pragma unroll
-        for (int np = 0; np < BN / 16; ++np) {
-          if (np * 16 < kv_valid) {
-            uint32_t kb[4], vb[4];
-            ldsm_x4(kb, smem_addr(sKb + (np * 16 + lo.bn_row) * P + kk * 16 + lo.bn_col));
-            mma_16816(s[2 * np], qa, kb[0], kb[1]);
-            mma_16816(s[2 * np + 1], qa, kb[2], kb[3]);
-            ldsm_x4(vb, smem_addr(sVb + (np * 16 + lo.bn_row) * P + kk * 16 + lo.bn_col));
-            mma_16816(dp[2 * np], ga, vb[0], vb[1]);
-            mma_16816(dp[2 * np + 1], ga, vb[2], vb[3]);
-          }
-        }
-      }
-      // dS = P ⊙ (dP − D) with P = exp(scale·S − lse); keys past T get P = 0. Stored over s.
-#pragma unroll
-      for (int n = 0; n < BN / 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = n * 8 + 2 * t + (e & 1);
-          const float p = key < kv_valid ? fast_exp2(fmaf(s[n][e], sl2, -lse2[e >> 1])) : 0.f;
-          s[n][e] = p * (dp[n][e] - Drow[e >> 1]);
-        }
-      // dQ += dS K: k runs over the block's keys; K is read transposed ([key][d] is B stored [k][n]).
-#pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk) {
-        if (kk * 16 < kv_valid) {
-          uint32_t da[4];
-          c_pair_to_a(da, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-          for (int dd = 0; dd < D / 16; ++dd) {
-            uint32_t kb[4];
-            ldsm_x4_trans(kb, smem_addr(sKb + (kk * 16 + lo.bk_row) * P + dd * 16 + lo.bk_col));
-            mma_16816(dq[2 * dd], da, kb[0], kb[1]);
-            mma_16816(dq[2 * dd + 1], da, kb[2], kb[3]);
-          }
-        }
-      }
+      const bf16* sQw = sQ + warp * 16 * P;
+      const bf16* sdOw = sdO + warp * 16 * P;
+      const int kv_valid = min(BN, Tn - j * BN);  // keys of this block that exist (>= 1)
+      if (kv_valid == BN)
+        dq_block<D, BN, true>(sQw, sdOw, sKb, sVb, kv_valid, sl2, lse2, Drow, lo, t, dq);
+      else
+        dq_block<D, BN, false>(sQw, sdOw, sKb, sVb, kv_valid, sl2, lse2, Drow, lo, t, dq);
     }
     __syncthreads();
   }
@@ -203,6 +226,100 @@ struct DkvCfg {
   static_assert(BLK % 16 == 0, "queries per step must be a multiple of 16");
   static_assert(kThreads >= 2 * kBM, "lse and D are copied one float per thread");
 };
+
+// One query block of pass 2 for one warp (16 key rows): Sᵀ, Pᵀ, dV += Pᵀ dO, dPᵀ, dSᵀ, dK += dSᵀ Q.
+// sKw / sVw point at the warp's 16 rows of K and V. kFull: all BM queries exist (guards compile away).
+template <int D, int BM, bool kFull>
+__device__ __forceinline__ void dkv_block(const bf16* sKw, const bf16* sVw, const bf16* sQb, const bf16* sdOb,
+                                          const float* sLseb, const float* sDb, int q_valid, float sl2,
+                                          const LaneOffsets& lo, int t, float (&dk)[D / 8][4],
+                                          float (&dv)[D / 8][4]) {
+  constexpr int P = D + kPad;
+  // Sᵀ = K Qᵀ: (16 keys, BM queries); n-block n holds queries 8n..8n+7 of the block.
+  float s[BM / 8][4];
+#pragma unroll
+  for (int n = 0; n < BM / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t ka[4];
+    ldsm_x4(ka, smem_addr(sKw + lo.a_row * P + kk * 16 + lo.a_col));
+#pragma unroll
+    for (int np = 0; np < BM / 16; ++np) {
+      if (kFull || np * 16 < q_valid) {
+        uint32_t qb[4];
+        ldsm_x4(qb, smem_addr(sQb + (np * 16 + lo.bn_row) * P + kk * 16 + lo.bn_col));
+        mma_16816(s[2 * np], ka, qb[0], qb[1]);
+        mma_16816(s[2 * np + 1], ka, qb[2], qb[3]);
+      }
+    }
+  }
+  // Pᵀ = exp(scale·Sᵀ − lse[query]); queries past T get 0.
+#pragma unroll
+  for (int n = 0; n < BM / 8; ++n) {
+    if (kFull || n * 8 < q_valid) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int q = n * 8 + 2 * t + (e & 1);
+        s[n][e] = (kFull || q < q_valid) ? fast_exp2(fmaf(s[n][e], sl2, -sLseb[q] * kLog2e)) : 0.f;
+      }
+    } else {
+      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    }
+  }
+  // dV += Pᵀ dO: k runs over queries; dO is read transposed ([query][d] is B stored [k][n]).
+#pragma unroll
+  for (int kk = 0; kk < BM / 16; ++kk) {
+    if (kFull || kk * 16 < q_valid) {
+      uint32_t pa[4];
+      c_pair_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+      for (int dd = 0; dd < D / 16; ++dd) {
+        uint32_t gb[4];
+        ldsm_x4_trans(gb, smem_addr(sdOb + (kk * 16 + lo.bk_row) * P + dd * 16 + lo.bk_col));
+        mma_16816(dv[2 * dd], pa, gb[0], gb[1]);
+        mma_16816(dv[2 * dd + 1], pa, gb[2], gb[3]);
+      }
+    }
+  }
+  // dPᵀ = V dOᵀ: (16 keys, BM queries).
+  float dpt[BM / 8][4];
+#pragma unroll
+  for (int n = 0; n < BM / 8; ++n) dpt[n][0] = dpt[n][1] = dpt[n][2] = dpt[n][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    uint32_t va[4];
+    ldsm_x4(va, smem_addr(sVw + lo.a_row * P + kk * 16 + lo.a_col));
+#pragma unroll
+    for (int np = 0; np < BM / 16; ++np) {
+      if (kFull || np * 16 < q_valid) {
+        uint32_t gb[4];
+        ldsm_x4(gb, smem_addr(sdOb + (np * 16 + lo.bn_row) * P + kk * 16 + lo.bn_col));
+        mma_16816(dpt[2 * np], va, gb[0], gb[1]);
+        mma_16816(dpt[2 * np + 1], va, gb[2], gb[3]);
+      }
+    }
+  }
+  // dSᵀ = Pᵀ ⊙ (dPᵀ − D[query]), stored over s (masked queries stay 0: P = 0 and D = 0 there).
+#pragma unroll
+  for (int n = 0; n < BM / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[n][e] *= dpt[n][e] - sDb[n * 8 + 2 * t + (e & 1)];
+  // dK += dSᵀ Q: k runs over queries; Q is read transposed.
+#pragma unroll
+  for (int kk = 0; kk < BM / 16; ++kk) {
+    if (kFull || kk * 16 < q_valid) {
+      uint32_t da[4];
+      c_pair_to_a(da, s[2 * kk], s[2 * kk + 1]);
+#pragma unroll
+      for (int dd = 0; dd < D / 16; ++dd) {
+        uint32_t qb[4];
+        ldsm_x4_trans(qb, smem_addr(sQb + (kk * 16 + lo.bk_row) * P + dd * 16 + lo.bk_col));
+        mma_16816(dk[2 * dd], da, qb[0], qb[1]);
+        mma_16816(dk[2 * dd + 1], da, qb[2], qb[3]);
+      }
+    }
+  }
+}
 
 template <int D, int BLK, int MINB>
 __global__ void __launch_bounds__(DkvCfg<D, BLK, MINB>::kThreads, MINB)
@@ -277,89 +394,13 @@ __global__ void __launch_bounds__(DkvCfg<D, BLK, MINB>::kThreads, MINB)
     if (active) {
       const bf16* sQb = sQ + buf * BM * P;
       const bf16* sdOb = sdO + buf * BM * P;
-      const float* sLseb = sLse + buf * BM;
-      const float* sDb = sD + buf * BM;
+      const bf16* sKw = sK + warp * 16 * P;
+      const bf16* sVw = sV + warp * 16 * P;
       const int q_valid = min(BM, Tn - i * BM);  // queries of this block that exist (>= 1)
-
-      // Sᵀ = K Qᵀ: (16 keys, BM queries) per warp; n-block n holds queries 8n..8n+7.
-      float s[BM / 8][4];
-#pragma unroll
-      for (int n = 0; n < BM / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        uint32_t ka[4];
-        ldsm_x4(ka, smem_addr(sK + (warp * 16 + lo.a_row) * P + kk * 16 + lo.a_col));
-#pragma unroll
-        for (int np = 0; np < BM / 16; ++np) {
-          if (np * 16 < q_valid) {
-            uint32_t qb[4];
-            ldsm_x4(qb, smem_addr(sQb + (np * 16 + lo.bn_row) * P + kk * 16 + lo.bn_col));
-            mma_16816(s[2 * np], ka, qb[0], qb[1]);
-            mma_16816(s[2 * np + 1], ka, qb[2], qb[3]);
-          }
-        }
-      }
-      // Pᵀ = exp(scale·Sᵀ − lse[query]); queries past T get 0.
-#pragma unroll
-      for (int n = 0; n < BM / 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int q = n * 8 + 2 * t + (e & 1);
-          s[n][e] = q < q_valid ? fast_exp2(fmaf(s[n][e], sl2, -sLseb[q] * kLog2e)) : 0.f;
-        }
-      // dV += Pᵀ dO: k runs over queries; dO is read transposed ([query][d] is B stored [k][n]).
-#pragma unroll
-      for (int kk = 0; kk < BM / 16; ++kk) {
-        if (kk * 16 < q_valid) {
-          uint32_t pa[4];
-          c_pair_to_a(pa, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-          for (int dd = 0; dd < D / 16; ++dd) {
-            uint32_t gb[4];
-            ldsm_x4_trans(gb, smem_addr(sdOb + (kk * 16 + lo.bk_row) * P + dd * 16 + lo.bk_col));
-            mma_16816(dv[2 * dd], pa, gb[0], gb[1]);
-            mma_16816(dv[2 * dd + 1], pa, gb[2], gb[3]);
-          }
-        }
-      }
-      // dPᵀ = V dOᵀ: (16 keys, BM queries).
-      float dpt[BM / 8][4];
-#pragma unroll
-      for (int n = 0; n < BM / 8; ++n) dpt[n][0] = dpt[n][1] = dpt[n][2] = dpt[n][3] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        uint32_t va[4];
-        ldsm_x4(va, smem_addr(sV + (warp * 16 + lo.a_row) * P + kk * 16 + lo.a_col));
-#pragma unroll
-        for (int np = 0; np < BM / 16; ++np) {
-          if (np * 16 < q_valid) {
-            uint32_t gb[4];
-            ldsm_x4(gb, smem_addr(sdOb + (np * 16 + lo.bn_row) * P + kk * 16 + lo.bn_col));
-            mma_16816(dpt[2 * np], va, gb[0], gb[1]);
-            mma_16816(dpt[2 * np + 1], va, gb[2], gb[3]);
-          }
-        }
-      }
-      // dSᵀ = Pᵀ ⊙ (dPᵀ − D[query]), stored over s (masked queries stay 0: P = 0 and D = 0 there).
-#pragma unroll
-      for (int n = 0; n < BM / 8; ++n)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[n][e] *= dpt[n][e] - sDb[n * 8 + 2 * t + (e & 1)];
-      // dK += dSᵀ Q: k runs over queries; Q is read transposed.
-#pragma unroll
-      for (int kk = 0; kk < BM / 16; ++kk) {
-        if (kk * 16 < q_valid) {
-          uint32_t da[4];
-          c_pair_to_a(da, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-          for (int dd = 0; dd < D / 16; ++dd) {
-            uint32_t qb[4];
-            ldsm_x4_trans(qb, smem_addr(sQb + (kk * 16 + lo.bk_row) * P + dd * 16 + lo.bk_col));
-            mma_16816(dk[2 * dd], da, qb[0], qb[1]);
-            mma_16816(dk[2 * dd + 1], da, qb[2], qb[3]);
-          }
-        }
-      }
+      if (q_valid == BM)
+        dkv_block<D, BM, true>(sKw, sVw, sQb, sdOb, sLse + buf * BM, sD + buf * BM, q_valid, sl2, lo, t, dk, dv);
+      else
+        dkv_block<D, BM, false>(sKw, sVw, sQb, sdOb, sLse + buf * BM, sD + buf * BM, q_valid, sl2, lo, t, dk, dv);
     }
     __syncthreads();  // buffer `buf` is refilled by the prefetch of step i+1
   }

@@ -239,8 +239,13 @@ void layer_scale_backward(bf16* dx, float* dgamma, const bf16* dout, const bf16*
   const bool vec = C % 8 == 0 && aligned16(dx) && aligned16(dout) && aligned16(x) && aligned16(gamma);
   const int tile = 32 * (vec ? 8 : 1);
   const int col_tiles = (C + tile - 1) / tile;
-  // About four blocks per multiprocessor in all, each part at least 16 rows, at most kMaxParts parts.
-  i64 parts = std::clamp<i64>((i64)sm_count() * 4 / col_tiles, 1, kMaxParts);
+  // One wave of resident blocks over (column tiles x parts), each part at least 16 rows, at most kMaxParts.
+  int per_sm = 0;
+  if (vec)
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, layer_scale_backward_kernel<8>, 32 * kRowLanes, 0));
+  else
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, layer_scale_backward_kernel<1>, 32 * kRowLanes, 0));
+  i64 parts = std::clamp<i64>((i64)std::max(per_sm, 1) * sm_count() / col_tiles, 1, kMaxParts);
   parts = std::min(parts, (rows + 15) / 16);
   const i64 rows_per_part = (rows + parts - 1) / parts;
   parts = (rows + rows_per_part - 1) / rows_per_part;

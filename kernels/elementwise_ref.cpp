@@ -6,29 +6,32 @@
 #include "kernels/elementwise.h"
 
 namespace vit::ref {
+// Below this many elements a parallel region costs more than it saves (and tests call tiny shapes
+// thousands of times).
+constexpr i64 kOmpMinWork = 1 << 15;
 
 template <class T>
 void add(T* out, const T* a, const T* b, i64 n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kOmpMinWork)
   for (i64 i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
 template <class T>
 void layer_scale_forward(T* out, const T* x, const T* gamma, i64 rows, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * C >= kOmpMinWork)
   for (i64 r = 0; r < rows; ++r)
     for (int c = 0; c < C; ++c) out[r * C + c] = x[r * C + c] * gamma[c];
 }
 
 template <class T>
 void layer_scale_backward(T* dx, T* dgamma, const T* dout, const T* x, const T* gamma, i64 rows, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * C >= kOmpMinWork)
   for (i64 r = 0; r < rows; ++r)
     for (int c = 0; c < C; ++c) dx[r * C + c] = dout[r * C + c] * gamma[c];
   // dgamma: per column a sum over rows in order (column blocks per thread, so deterministic).
   constexpr int kCols = 64;
   const int nblk = (C + kCols - 1) / kCols;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * C >= kOmpMinWork)
   for (int blk = 0; blk < nblk; ++blk) {
     const int c0 = blk * kCols, c1 = std::min(C, c0 + kCols);
     double s[kCols] = {};
@@ -44,7 +47,7 @@ namespace {
 template <class T, class Index>
 void masked_scale(T* out, const T* in, i64 n, float p, uint64_t seed, uint64_t site, Index index) {
   const T scale = p < 1 ? (T)1 / ((T)1 - (T)p) : (T)0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kOmpMinWork)
   for (i64 i = 0; i < n; ++i) out[i] = rng::uniform(seed, site, (uint64_t)index(i)) >= p ? in[i] * scale : (T)0;
 }
 }  // namespace

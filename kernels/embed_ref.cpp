@@ -5,6 +5,9 @@
 #include "kernels/embed.h"
 
 namespace vit::ref {
+// Below this many elements a parallel region costs more than it saves (and tests call tiny shapes
+// thousands of times).
+constexpr i64 kOmpMinWork = 1 << 15;
 namespace {
 // Row of pos for token t, or -1 when pos does not cover t (no pos, or a prefix token with no_embed_class).
 inline int pos_row(const EmbedShape& s, bool has_pos, int t) {
@@ -17,7 +20,7 @@ inline int pos_row(const EmbedShape& s, bool has_pos, int t) {
 template <class T>
 void embed_forward(T* x, const T* patch_tokens, const T* cls, const T* reg, const T* pos, const EmbedShape& s) {
   const int Tn = s.tokens(), P = s.prefix(), D = s.D, c0 = s.cls ? 1 : 0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((i64)s.B * Tn * D >= kOmpMinWork)
   for (i64 bt = 0; bt < (i64)s.B * Tn; ++bt) {
     const int b = (int)(bt / Tn), t = (int)(bt % Tn);
     const T* src = t < c0 ? cls : t < P ? reg + (i64)(t - c0) * D : patch_tokens + ((i64)b * s.Np + (t - P)) * D;
@@ -30,13 +33,13 @@ void embed_forward(T* x, const T* patch_tokens, const T* cls, const T* reg, cons
 template <class T>
 void embed_backward(T* dpatch, T* dcls, T* dreg, T* dpos, const T* dx, const EmbedShape& s) {
   const int Tn = s.tokens(), P = s.prefix(), D = s.D, c0 = s.cls ? 1 : 0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((i64)s.B * s.Np * D >= kOmpMinWork)
   for (i64 bi = 0; bi < (i64)s.B * s.Np; ++bi) {
     const i64 b = bi / s.Np, i = bi % s.Np;
     std::copy_n(dx + (b * Tn + P + i) * D, D, dpatch + bi * D);
   }
   // Parameter gradients: per token, a sum over the batch in order (tokens independent → deterministic).
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((i64)s.B * Tn * D >= kOmpMinWork)
   for (int t = 0; t < Tn; ++t) {
     T* prefix_grad = t < c0 ? dcls : t < P && dreg ? dreg + (i64)(t - c0) * D : nullptr;
     const int pr = pos_row(s, dpos != nullptr, t);

@@ -4,6 +4,9 @@
 #include "kernels/gelu.h"
 
 namespace vit::ref {
+// Below this many elements a parallel region costs more than it saves (and tests call tiny shapes
+// thousands of times).
+constexpr i64 kOmpMinWork = 1 << 15;
 namespace {
 // GELU(x) = x·Φ(x); tanh form: 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
 template <class T>
@@ -30,13 +33,13 @@ T gelu_grad(T x, bool tanh_approx) {
 
 template <class T>
 void gelu_forward(T* out, const T* x, i64 n, bool tanh_approx) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kOmpMinWork)
   for (i64 i = 0; i < n; ++i) out[i] = gelu(x[i], tanh_approx);
 }
 
 template <class T>
 void gelu_backward(T* dx, const T* dout, const T* x, i64 n, bool tanh_approx) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kOmpMinWork)
   for (i64 i = 0; i < n; ++i) dx[i] = dout[i] * gelu_grad(x[i], tanh_approx);
 }
 

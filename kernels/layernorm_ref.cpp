@@ -6,11 +6,14 @@
 #include "kernels/layernorm.h"
 
 namespace vit::ref {
+// Below this many elements a parallel region costs more than it saves (and tests call tiny shapes
+// thousands of times).
+constexpr i64 kOmpMinWork = 1 << 15;
 
 template <class T>
 void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* weight, const T* bias, i64 rows, int C,
                        double eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * C >= kOmpMinWork)
   for (i64 r = 0; r < rows; ++r) {
     const T* xr = x + r * C;
     double s = 0;
@@ -30,7 +33,7 @@ template <class T>
 void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const T* mean,
                         const T* rstd, i64 rows, int C, bool dx_accumulate) {
   // dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)), g = dout · weight.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * C >= kOmpMinWork)
   for (i64 r = 0; r < rows; ++r) {
     const T* xr = x + r * C;
     const T* gr = dout + r * C;
@@ -53,7 +56,7 @@ void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, 
   // the cache in order); every column is summed over rows in order, so the result is thread-count free.
   constexpr int kCols = 64;
   const int nblk = (C + kCols - 1) / kCols;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * C >= kOmpMinWork)
   for (int blk = 0; blk < nblk; ++blk) {
     const int c0 = blk * kCols, c1 = std::min(C, c0 + kCols);
     double sw[kCols] = {}, sb[kCols] = {};

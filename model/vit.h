@@ -48,6 +48,17 @@ class ViT {
       : mc_(mc), L_(layout), d_(layout.dims()), ops_(ops), tape_(ops), B_(batch) {
     check_supported();
     plan();
+    const ModelDims& d = d_;
+    ops_.prepare(B_, d.T, d.D, d.hidden, d.heads, d.hd);
+    const size_t free_b = ops_.free_memory();
+    if (plan_.total() > free_b) {
+      const size_t fixed = plan_.total() - plan_.per_sample_total();
+      const size_t per = plan_.per_sample_total() / (size_t)B_;
+      const size_t fits = free_b > fixed ? (free_b - fixed) / per : 0;
+      fail("the activations of micro-batch ", B_, " need ", plan_.total() >> 20, " MiB but only ", free_b >> 20,
+           " MiB are free: the largest micro-batch that fits is ", fits, "; set training.micro_batch_size <= ", fits,
+           " (and raise training.grad_accum to keep the global batch)");
+    }
     arena_ = static_cast<char*>(ops_.alloc(plan_.total(), "activations"));
   }
   ~ViT() { ops_.release(arena_); }

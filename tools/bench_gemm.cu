@@ -67,6 +67,13 @@ struct Layer {
   const char* name;
   int K, N;
 };
+// One GEMM of a layer: which one, the problem and its operands.
+struct Gemm {
+  const char* what;
+  gpu::GemmOp op;
+  gpu::GemmArgs args;
+};
+
 constexpr Layer kLayers[] = {{"qkv", 768, 2304}, {"proj", 768, 768}, {"fc1", 768, 3072}, {"fc2", 3072, 768}};
 
 // Checks kernels/linear.cu against ref::linear_* at a small odd M for one layer shape. Returns ok.
@@ -122,13 +129,9 @@ class BareGemm {
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     const uint64_t ws = gpu::GemmContext::kWorkspaceBytes;
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-    results_.resize(8);
-    int found = 0;
-    CUBLAS_CHECK(
-        cublasLtMatmulAlgoGetHeuristic(h_, desc_, a_, b_, d_, d_, pref, (int)results_.size(), results_.data(), &found));
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(h_, desc_, a_, b_, d_, d_, pref, kMaxAlgos, results_, &found_));
     cublasLtMatmulPreferenceDestroy(pref);
-    VIT_REQUIRE(found > 0, "bench_gemm: the heuristic returned no algorithm");
-    results_.resize(found);
+    VIT_REQUIRE(found_ > 0, "bench_gemm: the heuristic returned no algorithm");
   }
   ~BareGemm() {
     cublasLtMatrixLayoutDestroy(d_);
@@ -138,7 +141,7 @@ class BareGemm {
   }
   BareGemm(const BareGemm&) = delete;
   BareGemm& operator=(const BareGemm&) = delete;
-  int algos() const { return (int)results_.size(); }
+  int algos() const { return found_; }
   void run(int algo, const void* a, const void* b, void* d, float beta, void* ws) {
     const float alpha = 1.f;
     CUBLAS_CHECK(cublasLtMatmul(h_, desc_, &alpha, a, a_, b, b_, &beta, d, d_, d, d_, &results_[algo].algo, ws,
@@ -149,7 +152,10 @@ class BareGemm {
   cublasLtHandle_t h_;
   cublasLtMatmulDesc_t desc_ = nullptr;
   cublasLtMatrixLayout_t a_ = nullptr, b_ = nullptr, d_ = nullptr;
-  std::vector<cublasLtMatmulHeuristicResult_t> results_;
+  // A plain array: nvcc 13.0's front end crashes on std::vector of this C typedef'd struct.
+  static constexpr int kMaxAlgos = 8;
+  cublasLtMatmulHeuristicResult_t results_[kMaxAlgos]{};
+  int found_ = 0;
 };
 
 }  // namespace
@@ -191,17 +197,12 @@ int main(int argc, char** argv) {
       dgrad.m = K, dgrad.n = M, dgrad.k = N, dgrad.lda = K, dgrad.ldb = N, dgrad.ldd = K;
       wgrad.m = K, wgrad.n = N, wgrad.k = M, wgrad.trans_b = true, wgrad.lda = K, wgrad.ldb = N, wgrad.ldd = K;
       wgrad.d = gpu::GemmDtype::f32;
-      struct G {
-        const char* what;
-        gpu::GemmOp op;
-        gpu::GemmArgs args;
-      };
       gpu::GemmArgs fa, da, wa;
       fa.a = w.get(), fa.b = x.get(), fa.d = out.get(), fa.bias = b.get();
       da.a = w.get(), da.b = dout.get(), da.d = dx.get();
       wa.a = x.get(), wa.b = dout.get(), wa.d = dw.get(), wa.beta = 1.f;
-      const G gemms[] = {{"fwd", fwd, fa}, {"dgrad", dgrad, da}, {"wgrad", wgrad, wa}};
-      for (const G& g : gemms) {
+      const Gemm gemms[] = {{"fwd", fwd, fa}, {"dgrad", dgrad, da}, {"wgrad", wgrad, wa}};
+      for (const Gemm& g : gemms) {
         char name[64];
         std::snprintf(name, sizeof name, "%s %s ctx", L.name, g.what);
         const double t_ctx = timer.median_us([&] { ctx.matmul(g.op, g.args, 0); });

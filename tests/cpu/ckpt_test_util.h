@@ -92,5 +92,5 @@ std::string error_of(F&& f) {
     const std::string vit_msg_ = ::vit::test::error_of([&] { (void)(expr); });    \
     INFO("message: ", vit_msg_);                                                  \
     for (const char* vit_s_ : {__VA_ARGS__})                                      \
-      CHECK_MESSAGE(vit_msg_.find(vit_s_) != std::string::npos, "expected in the message: ", vit_s_); \
+      CHECK_MESSAGE(vit_msg_.find(vit_s_) != std::string::npos, "expected in the message: ", std::string(vit_s_)); \
   } while (0)

@@ -263,7 +263,7 @@ TEST_CASE("config: unknown keys and sections name the closest valid key") {
   check_error("", {"model.embed_dimm=3"},
               {"override 'model.embed_dimm=3': unknown key 'model.embed_dimm' (did you mean 'model.embed_dim'?)"});
   check_error("", {"optimiser.lr=1"}, {"did you mean 'optimizer.lr'?"});
-  check_error("", {"model=3"}, {"override 'model=3': 'model' is a section"});
+  check_error("", {"model=3"}, {"override 'model=3': 'model' is a section, not a key: set one of its keys, e.g. model.img_size=..."});
   // The first problem in file order is the one reported, whatever toml++'s key order.
   check_error("[model]\nzzz = 1\naaa = 2\n", {}, {"'model.zzz'"});
 }
@@ -307,7 +307,8 @@ TEST_CASE("config: malformed TOML, missing files and malformed overrides") {
   CHECK(error_of([] { load_config("/nonexistent/x.toml", {}); }) ==
         "cannot open config '/nonexistent/x.toml': No such file or directory");
   CHECK(error_of([] { load_config(VIT_SOURCE_DIR "/configs", {}); }).find("Is a directory") != std::string::npos);
-  check_error("", {"model.depth"}, {"override 'model.depth' needs the form key=value"});
+  check_error("", {"model.depth"}, {"override 'model.depth' needs the form key=value (e.g. model.depth=12)"});
+  check_error("", {"optimizer.lr"}, {"override 'optimizer.lr' needs the form key=value (e.g. optimizer.lr=0.001)"});
   check_error("", {""}, {"override '' needs the form key=value"});
   check_error("", {"=3"}, {"override '=3' has no key"});
   check_error("", {"model.depth=abc"}, {"override 'model.depth=abc': model.depth expects an integer, got string \"abc\""});

@@ -47,13 +47,14 @@ TEST_CASE("gpu adamw: fp32 update, bf16 copy, grad_scale from device memory, vec
       CHECK(rel_err(p_gpu, p) < 1e-6);
       CHECK(rel_err(unpad(m_d), m) < 1e-6);
       CHECK(rel_err(unpad(v_d), v) < 1e-6);
-      // What moved, too: the update itself (p - p0 · decay) to 1e-4, so the test is not just "p ≈ p0".
+      // What moved, too: the update p - p0 (~5e-4) to 1e-3, so the test is not just "p ≈ p0". A one-ulp
+      // difference in p (~6e-8 for |p| ~ 1, from FMA contraction) is ~1e-4 of the update.
       std::vector<float> upd_gpu(n), upd_ref(n);
       for (i64 i = 0; i < n; ++i) {
         upd_gpu[i] = p_gpu[i] - p0[i];
         upd_ref[i] = p[i] - p0[i];
       }
-      CHECK(rel_err(upd_gpu, upd_ref) < 1e-4);
+      CHECK(rel_err(upd_gpu, upd_ref) < 1e-3);
       const auto pb = pb_d.download();
       int exact = 0;
       for (i64 i = 0; i < n; ++i) {

@@ -13,7 +13,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <cstdio>
+#include <cstring>
 #include <vector>
 
 #include "kernels/attention.h"
@@ -158,4 +158,24 @@ TEST_CASE("attention gpu: peaked softmax rows (online rescaling across key block
 TEST_CASE("attention gpu: public API dispatches and handles many (b, h)") {
   for (const Case c : {Case{3, 197, 5, 64}, Case{2, 50, 4, 40}})  // fused path, then the simple fallback
     check_errors(run_case(Variant::flash, c, 500 + c.d, 1.f, true), "public api", c);
+}
+
+TEST_CASE("attention gpu: fused backward is bitwise reproducible (no atomics)") {
+  const Case c{2, 197, 3, 64};
+  const size_t n_qkv = (size_t)c.B * c.T * 3 * c.H * c.d, n_out = (size_t)c.B * c.T * c.H * c.d;
+  const float scale = 0.125f;
+  auto d_qkv = to_device(to_bf(randn_f(n_qkv, 601)));
+  auto d_dout = to_device(to_bf(randn_f(n_out, 602)));
+  gpu::DeviceBuffer<bf16> d_out(n_out), d_dqkv(n_qkv);
+  gpu::DeviceBuffer<float> d_lse((size_t)c.B * c.H * c.T);
+  gpu::DeviceBuffer<unsigned char> d_ws((size_t)gpu::attention_backward_workspace_bytes(c.B, c.T, c.H, c.d));
+  gpu::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), c.B, c.T, c.H, c.d, scale, 0);
+  std::vector<std::vector<bf16>> runs;
+  for (int rep = 0; rep < 2; ++rep) {
+    d_dqkv.poison(rep == 0 ? 0xFF : 0x00);
+    gpu::attention_backward(d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(), c.B, c.T, c.H, c.d,
+                            scale, d_ws.get(), 0);
+    runs.push_back(d_dqkv.download());
+  }
+  CHECK(std::memcmp(runs[0].data(), runs[1].data(), n_qkv * sizeof(bf16)) == 0);
 }

@@ -131,18 +131,30 @@ TEST_CASE("gpu linear: GELU output, fused epilogue (tanh) and separate kernel (t
                             gelu_d.get(), tanh_approx);
         CHECK(rel_err(to_f(out_d.download()), pre) < 1e-2);  // the pre-activation, kept for backward
         CHECK(rel_err(to_f(gelu_d.download()), act) < 1e-2);
-        // The GPU's GELU of its own (bf16) pre-activation, elementwise: catches a tanh/erf mix-up, which
-        // differs by up to ~5e-4 absolute, more than bf16 rounding of values below ~0.1 allows.
-        std::vector<float> own(act.size());
-        const auto pre_gpu = to_f(out_d.download());
-        ref::gelu_forward(own.data(), pre_gpu.data(), (i64)own.size(), tanh_approx);
-        CHECK(rel_err(to_f(gelu_d.download()), own) < 1e-2);
         // Plans: a repeated call reuses its plan.
         const size_t plans = ctx.plan_count();
         gpu::linear_forward(ctx, out_d.get(), x_d.get(), w_d.get(), with_bias ? b_d.get() : nullptr, s.M, s.K, s.N, 0,
                             gelu_d.get(), tanh_approx);
         CHECK(ctx.plan_count() == plans);
         CHECK(plans == 1);
+        // The right GELU (erf vs tanh routing, which is ours when the GELU runs as a separate kernel): the two
+        // forms agree to ~5e-4 absolute, invisible in the norm above, but differ by 10-40% relative for x in
+        // [-4.5, -3]. There, the bf16 pre-activation's rounding moves GELU by at most ~3% (its log-slope is about
+        // -12), so compare with the CPU's GELU of the GPU's own bf16 pre-activation elementwise at 6%. Not for
+        // the fused epilogue: it applies GELU to the unrounded fp32 value, and cuBLASLt's tanh may be a fast
+        // approximation whose ~5e-4 absolute error is large relative to GELU's tiny tail values.
+        if (fuse && tanh_approx) continue;
+        const auto pre_gpu = to_f(out_d.download()), act_gpu = to_f(gelu_d.download());
+        std::vector<float> own(act.size());
+        ref::gelu_forward(own.data(), pre_gpu.data(), (i64)own.size(), tanh_approx);
+        int tail = 0, tail_ok = 0;
+        for (size_t i = 0; i < own.size(); ++i)
+          if (pre_gpu[i] >= -4.5f && pre_gpu[i] <= -3.f) {
+            ++tail;
+            tail_ok += std::abs(act_gpu[i] - own[i]) <= 0.06f * std::abs(own[i]);
+          }
+        CHECK(tail >= 20);  // the inputs reach the tail (pre-activations have a std of ~2.7)
+        CHECK(tail_ok == tail);
       }
   CUDA_CHECK(cudaDeviceSynchronize());
 }
