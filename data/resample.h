@@ -28,7 +28,7 @@ void compute_coeffs(int in_len, int full_out, int out0, int out_n, Interp interp
 
 struct ResampleScratch {
   AxisCoeffs hx, vy;
-  std::vector<float> tmp, row;
+  std::vector<float> row, hrow;
 };
 
 // Geometry of one resample: the source box, the size the box is resized to, the window of that resized

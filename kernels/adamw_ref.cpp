@@ -14,7 +14,8 @@ void adamw_step(T* param, const T* grad, T* m, T* v, i64 n, const AdamWParams& p
   const T b1 = p.beta1, b2 = p.beta2, eps = p.eps, scale = (T)grad_scale;
   const T decay = (T)(1.0 - (double)p.lr * p.weight_decay);
   const T step_size = (T)(p.lr / bc1), bc2_sqrt = (T)std::sqrt(bc2);
-#pragma omp parallel for schedule(static)
+  // Small ranges run on one thread: forking would cost more.
+#pragma omp parallel for schedule(static) if (n >= (i64{1} << 15))
   for (i64 i = 0; i < n; ++i) {
     const T g = grad[i] * scale;
     m[i] = b1 * m[i] + (1 - b1) * g;

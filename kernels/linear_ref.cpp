@@ -13,6 +13,9 @@ namespace {
 // A tile of kRows output rows × kCols columns (8 KB of float) stays in L1 while one input row streams by.
 constexpr i64 kRows = 8;
 constexpr int kCols = 256;
+// Below this many multiply-adds a call runs on one thread: forking costs more than it saves (and tiny
+// calls are what finite-difference tests make by the thousand).
+constexpr i64 kMinParallelWork = i64{1} << 16;
 
 // acc[r][0:len] += Σ_q a[r·a_row + q·a_step] · w[q·w_step + 0:len] for the tile's rows, q = 0..Q-1 in order:
 // the one kernel of all three products. Q > 1 keeps acc in registers across Q input rows (fewer loads and
@@ -50,11 +53,12 @@ template <class T>
 void linear_forward(T* out, const T* x, const T* weight, const T* bias, i64 M, int K, int N) {
   // weight^T (K, N) so that out's row is built from contiguous weight rows.
   std::vector<T> wt((size_t)K * N);
-#pragma omp parallel for schedule(static)
+  const bool par = M * K * N >= kMinParallelWork;
+#pragma omp parallel for schedule(static) if (par)
   for (int k = 0; k < K; ++k)
     for (int n = 0; n < N; ++n) wt[(size_t)k * N + n] = weight[(size_t)n * K + k];
   const i64 tiles = (M + kRows - 1) / kRows;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
   for (i64 t = 0; t < tiles; ++t) {
     const i64 r0 = t * kRows, rows = std::min(kRows, M - r0);
     for (int j0 = 0; j0 < N; j0 += kCols) {
@@ -69,10 +73,11 @@ void linear_forward(T* out, const T* x, const T* weight, const T* bias, i64 M, i
 template <class T>
 void linear_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, i64 M, int K, int N,
                      bool dx_accumulate) {
+  const bool par = M * K * N >= kMinParallelWork;
   // dx (M, K) = dout (M, N) · weight (N, K): tiles of dx rows, weight rows stream by.
   if (dx) {
     const i64 tiles = (M + kRows - 1) / kRows;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
     for (i64 t = 0; t < tiles; ++t) {
       const i64 r0 = t * kRows, rows = std::min(kRows, M - r0);
       for (int j0 = 0; j0 < K; j0 += kCols) {
@@ -87,7 +92,7 @@ void linear_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
   // is formed in a local tile first and then added, so a large pre-filled dweight does not swamp it.
   {
     const i64 tiles = (N + kRows - 1) / kRows;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
     for (i64 t = 0; t < tiles; ++t) {
       const i64 n0 = t * kRows, rows = std::min<i64>(kRows, N - n0);
       std::vector<T> acc((size_t)kRows * kCols);
@@ -103,7 +108,7 @@ void linear_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
   // dbias (N) += column sums of dout: column chunks in parallel, rows in order.
   if (dbias) {
     const int chunks = (N + kCols - 1) / kCols;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (par)
     for (int c = 0; c < chunks; ++c) {
       const int j0 = c * kCols, len = std::min(kCols, N - j0);
       std::vector<T> acc(len, T(0));

@@ -14,7 +14,7 @@ double sum_squares(const T* x, i64 n) {
   constexpr i64 kChunk = 1 << 15;
   const i64 chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(chunks);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
   for (i64 c = 0; c < chunks; ++c) {
     const i64 end = std::min(n, (c + 1) * kChunk);
     double s = 0;

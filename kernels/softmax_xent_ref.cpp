@@ -9,6 +9,8 @@
 namespace vit::ref {
 
 namespace {
+constexpr i64 kMinParallelWork = i64{1} << 15;  // below this, one thread (forking costs more)
+
 void check_labels(const int* labels, int B, int K) {
   for (int i = 0; i < B; ++i)
     VIT_ASSERT(labels[i] >= 0 && labels[i] < K, "softmax_xent: label ", labels[i], " of row ", i, " outside [0, ", K,
@@ -21,7 +23,7 @@ void softmax_xent(T* losses, T* dlogits, const T* logits, const int* labels, int
                   double dscale) {
   check_labels(labels, B, K);
   const double s = smoothing, uniform = smoothing / K;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((i64)B * K >= kMinParallelWork)
   for (int i = 0; i < B; ++i) {
     const T* z = logits + (i64)i * K;
     const int y = labels[i];
@@ -49,7 +51,7 @@ template <class T>
 int topk_correct(const T* logits, const int* labels, int B, int K, int k) {
   check_labels(labels, B, K);
   int correct = 0;
-#pragma omp parallel for schedule(static) reduction(+ : correct)
+#pragma omp parallel for schedule(static) reduction(+ : correct) if ((i64)B * K >= kMinParallelWork)
   for (int i = 0; i < B; ++i) {
     const T* z = logits + (i64)i * K;
     const int y = labels[i];

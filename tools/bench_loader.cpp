@@ -157,7 +157,9 @@ int main(int argc, char** argv) {
       std::printf("LOADER check: 0 vs %d workers give %s batches\n", workers, same ? "identical" : "DIFFERENT");
       VIT_REQUIRE(same, "loader results depend on the worker count");
     }
+    VIT_REQUIRE(files >= 32, "the corpus needs at least 32 images, ", folder, " has ", files);
     const int one_batch = 32;
+    batch = (int)std::min<int64_t>(batch, files);
     double r1 = measure(bench_config("folder", folder, 0), size, one_batch, seconds, 4);
     std::printf("BENCH loader jpeg one core (calling thread, batch %d): %.0f img/s\n", one_batch, r1);
     double rn = measure(bench_config("folder", folder, workers), size, batch, seconds, 3);
@@ -165,6 +167,7 @@ int main(int argc, char** argv) {
 
     // Pack (a subset of) the corpus, then the same measurements on the pack.
     const std::string pack = work + "/corpus.vitpack";
+    int64_t packed_n = 0;
     {
       const auto t0 = Clock::now();
       auto ds = make_dataset(bench_config("folder", folder, 0), Split::train, size, size, {});
@@ -189,12 +192,15 @@ int main(int argc, char** argv) {
         px += v.bytes();
       }
       w.finish();
+      packed_n = w.count();
       std::printf("LOADER packed %lld images (%s, %.0f MiB) in %.1f s\n", (long long)w.count(),
                   pack_short ? ("shorter side " + std::to_string(pack_short)).c_str() : "original size", px / 1048576.0,
                   since(t0));
     }
     double p1 = measure(bench_config("packed", pack, 0), size, one_batch, seconds, 4);
     std::printf("BENCH loader packed one core (calling thread, batch %d): %.0f img/s\n", one_batch, p1);
+    VIT_REQUIRE(packed_n >= one_batch, "--pack-images: pack at least ", one_batch, " images");
+    batch = (int)std::min<int64_t>(batch, packed_n);
     double pn = measure(bench_config("packed", pack, workers), size, batch, seconds, 3);
     std::printf("BENCH loader packed workers=%d batch=%d: %.0f img/s\n", workers, batch, pn);
   } catch (const std::exception& e) {

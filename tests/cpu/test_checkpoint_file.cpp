@@ -279,3 +279,44 @@ TEST_CASE("checkpoint file: the writer refuses inconsistent input") {
   CheckpointWriter bad(dir / "missing_dir" / "r.bin", {0, 1, 0, 0});
   CHECK_ERROR(bad.write(), "cannot create", "missing_dir");
 }
+
+TEST_CASE("checkpoint file: every single-bit flip outside the alignment padding is detected") {
+  TempDir dir;
+  const fs::path good = dir / "good.bin", p = dir / "step_3" / "rank_0.bin";
+  fs::create_directories(p.parent_path());
+  Sample().write(good, {0, 1, 5, 3});
+  const std::vector<std::byte> orig = test::read_all(good);
+  // Bytes covered by a checksum or a check: header + tables, and each payload. The rest is zero padding.
+  const CheckpointReader r(good);
+  uint64_t chunks = 0;
+  for (const SectionInfo& s : r.sections()) chunks += (s.bytes + kChunk - 1) / kChunk;
+  std::vector<std::pair<uint64_t, uint64_t>> covered{{0, kHeaderBytes + r.sections().size() * kEntryBytes + 4 * chunks}};
+  for (const SectionInfo& s : r.sections()) covered.emplace_back(s.offset, s.offset + s.bytes);
+  int detected = 0, padding = 0;
+  // 150 random positions, plus the first padding byte after the tables and after the first payload.
+  std::vector<uint64_t> positions{covered[0].second, covered[1].second};
+  for (uint64_t k = 0; k < 150; ++k) positions.push_back(rng::bits(77, 0, k) % orig.size());
+  for (uint64_t k = 0; k < positions.size(); ++k) {
+    const uint64_t pos = positions[k];
+    const int bit = static_cast<int>(rng::bits(77, 1, k) % 8);
+    std::vector<std::byte> b = orig;
+    b[pos] ^= std::byte(1u << bit);
+    test::write_all(p, b);
+    bool caught = false;
+    try {
+      const CheckpointReader d(p);
+      d.verify();
+    } catch (const Error&) {
+      caught = true;
+    }
+    bool in_covered = false;
+    for (auto [lo, hi] : covered) in_covered |= pos >= lo && pos < hi;
+    CAPTURE(pos);
+    CHECK(caught == in_covered);
+    detected += caught;
+    padding += !in_covered;
+  }
+  CHECK(padding >= 2);
+  CHECK(detected > 120);  // the padding is a small part of the file
+  MESSAGE("bit flips detected: ", detected, " of ", positions.size(), " (", padding, " in alignment padding)");
+}

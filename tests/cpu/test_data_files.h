@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -49,8 +50,9 @@ struct TempDir {
 
 inline void append_to(void* ctx, void* data, int size) {
   auto* v = static_cast<std::vector<uint8_t>*>(ctx);
-  auto* p = static_cast<uint8_t*>(data);
-  v->insert(v->end(), p, p + size);
+  const size_t at = v->size();
+  v->resize(at + (size_t)size);
+  std::memcpy(v->data() + at, data, (size_t)size);
 }
 
 // Interleaved 8-bit pixels -> PNG / JPEG bytes (stb_image_write).

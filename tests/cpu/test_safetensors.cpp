@@ -309,3 +309,33 @@ TEST_CASE("safetensors: writer refuses inconsistent tensors") {
   CHECK_ERROR(w.write(dir / "no" / "x.safetensors"), "cannot create");
   CHECK_FALSE(fs::exists(dir / "no"));
 }
+
+TEST_CASE("safetensors: random damage to the header is refused or harmless, never a crash") {
+  TempDir dir;
+  const std::vector<float> a(12, 1.0f), b(5, 2.0f);
+  Writer w;
+  w.add_f32("blocks.0.attn.qkv.weight", {3, 4}, a);
+  w.add_f32("norm.bias", {5}, b);
+  w.set_metadata("format", "pt");
+  w.write(dir / "ok.safetensors");
+  const std::vector<std::byte> orig = test::read_all(dir / "ok.safetensors");
+  const uint64_t header_end = 8 + w.header().size();
+  int refused = 0;
+  for (uint64_t k = 0; k < 200; ++k) {
+    std::vector<std::byte> bytes = orig;
+    const int edits = 1 + static_cast<int>(rng::bits(88, 0, k) % 3);
+    for (int e = 0; e < edits; ++e) {
+      const uint64_t pos = rng::bits(88, 1, k * 3 + e) % header_end;
+      bytes[pos] = std::byte(rng::bits(88, 2, k * 3 + e) & 0xff);
+    }
+    test::write_all(dir / "fuzz.safetensors", bytes);
+    try {  // anything but a vit::Error (bad_alloc, a crash) fails the test
+      const Reader r(dir / "fuzz.safetensors");
+      for (const TensorInfo& t : r.tensors()) (void)r.read_raw(t.name);
+    } catch (const Error&) {
+      ++refused;
+    }
+  }
+  CHECK(refused > 100);
+  MESSAGE("damaged headers refused: ", refused, " of 200");
+}

@@ -1,0 +1,100 @@
+// Training-step benchmark on one GPU, the engine's side of ../shared/anchors/anchor_timm.py: synthetic
+// images and labels already on the device, full fwd + bwd + AdamW steps through the same FSDP store and
+// tape as vit_train. Prints img/s, step ms, MFU, peak memory.
+//   bench_train CONFIG.toml [key=value ...]     (e.g. configs/vit_base.toml model.drop_path_rate=0)
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/comm_nccl.h"
+#include "engine/comm_mpi.h"
+#include "engine/config.h"
+#include "engine/fsdp.h"
+#include "engine/ops_cuda.h"
+#include "engine/rng.h"
+#include "engine/train_step.h"
+#include "engine/trainer.h"
+#include "model/vit.h"
+
+using namespace vit;
+
+namespace {
+__global__ void fill_images(float* x, long n, uint64_t seed) {
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+    x[i] = 2.f * rng::uniform(seed, 1, (uint64_t)i) - 1.f;
+}
+__global__ void fill_labels(int* y, int n, int K, uint64_t seed) {
+  int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) y[i] = (int)(rng::bits(seed, 2, (uint64_t)i) % (uint64_t)K);
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    MpiSession mpi(&argc, &argv);
+    VIT_REQUIRE(argc >= 2, "usage: bench_train CONFIG.toml [key=value ...]");
+    std::vector<std::string> ov(argv + 2, argv + argc);
+    Config cfg = load_config(argv[1], ov);
+    const int warm = 5, steps = 20;
+    CudaOps ops(0);
+    auto world = NcclComm::world(ops.stream());
+    ParamLayout layout(cfg.model);
+    const Strategy st = parse_strategy(cfg.distributed.strategy);
+    std::unique_ptr<NcclComm> self = world->split(mpi.rank(), 0);
+    FsdpStore<CudaOps> store(layout, ops, st == Strategy::no_shard ? *self : *world, nullptr, st);
+    store.init(1);
+    const int B = cfg.training.micro_batch_size;
+    ViT<CudaOps> model(cfg.model, layout, ops, B);
+    const ModelDims& d = layout.dims();
+    const long nimg = (long)B * d.C * d.H * d.W;
+    float* img = static_cast<float*>(ops.alloc(nimg * sizeof(float), "bench images"));
+    int* lab = static_cast<int*>(ops.alloc(B * sizeof(int), "bench labels"));
+    fill_images<<<1024, 256, 0, ops.stream()>>>(img, nimg, 7);
+    fill_labels<<<(B + 255) / 256, 256, 0, ops.stream()>>>(lab, B, d.K, 7);
+    CUDA_CHECK_LAUNCH();
+    float* loss = static_cast<float*>(ops.alloc(sizeof(float), "loss"));
+    StepSettings s;
+    s.accum = 1;
+    s.global_batch = B;
+    s.label_smoothing = cfg.training.label_smoothing;
+    s.grad_clip = cfg.training.grad_clip;
+    s.adam = {(float)cfg.optimizer.lr, 0.9f, 0.999f, 1e-8f, 0.05f, 0};
+    auto next = [&](int) { return MicroBatch{img, lab, B}; };
+    float first_loss = 0;
+    for (int i = 0; i < warm; ++i) {
+      s.step = i;
+      auto r = train_step<CudaOps>(model, store, ops, loss, next, s);
+      if (i == 0) first_loss = ops.read_scalar(r.loss_sum);
+    }
+    cudaEvent_t e0, e1;
+    CUDA_CHECK(cudaEventCreate(&e0));
+    CUDA_CHECK(cudaEventCreate(&e1));
+    ops.synchronize();
+    CUDA_CHECK(cudaEventRecord(e0, ops.stream()));
+    const float* last = nullptr;
+    for (int i = 0; i < steps; ++i) {
+      s.step = warm + i;
+      last = train_step<CudaOps>(model, store, ops, loss, next, s).loss_sum;
+    }
+    CUDA_CHECK(cudaEventRecord(e1, ops.stream()));
+    CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    ms /= steps;
+    const float last_loss = ops.read_scalar(last);
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    const double ips = B / (ms * 1e-3);
+    const double fl = train_flops_per_image(layout);
+    std::printf("ENGINE model=%s bs=%d strategy=%s img_s=%.0f step_ms=%.1f alloc_GiB=%.2f device_used_GiB=%.2f "
+                "gflop_img=%.1f mfu=%.3f loss %.4f -> %.4f\n",
+                argv[1], B, cfg.distributed.strategy.c_str(), ips, ms, ops.memory_in_use() / 1073741824.0,
+                (total_b - free_b) / 1073741824.0, fl / 1e9, ips * fl / (cfg.logging.peak_tflops * 1e12), first_loss,
+                last_loss);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_train: error: %s\n", e.what());
+    return 1;
+  }
+}

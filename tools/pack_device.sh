@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Copies what the GPU machine needs into .devcarry/ (git-ignored; name it in the device tool's `carry`):
+# stripped binaries, the one shared library the GPU machine lacks (toml++), and the PyTorch anchors.
+set -euo pipefail
+BUILD=${1:-build}
+DST=.devcarry
+rm -rf "$DST" && mkdir -p "$DST/bin/lib" "$DST/anchors"
+for f in vit_train gpu_tests bench_train "$BUILD"/bench_*; do
+  f=$(basename "$f")
+  [ -x "$BUILD/$f" ] && strip -o "$DST/bin/$f" "$BUILD/$f"
+done
+cp -L /usr/lib/x86_64-linux-gnu/libtomlplusplus.so.3 "$DST/bin/lib/"
+cp ../shared/anchors/*.py "$DST/anchors/" 2>/dev/null || cp "${VIT_SHARED_DIR:-../shared}"/anchors/*.py "$DST/anchors/"
+du -sh "$DST"
