@@ -47,8 +47,9 @@ class DecodedImage {
   ImageView view_;
 };
 
-// Reads and checks the header: format, dimensions, structure (JPEG markers up to the first scan and an
-// end-of-image marker after it; PNG chunk lengths, CRCs and IEND). Returns false with `why` on failure.
+// Reads and checks the header and structure: format, dimensions; JPEG: every marker segment from SOI to
+// EOI (a missing EOI means truncated), every Huffman table (stb_image 2.27 overflows on tables of more
+// than 256 codes); PNG: chunk lengths, CRCs, IHDR first, IEND present. Returns false with `why`.
 bool read_header(const uint8_t* bytes, size_t n, ImageHeader& hdr, std::string& why);
 
 // Decodes JPEG or PNG bytes into 8-bit pixels with `channels` (1 or 3) channels: gray stays gray for 1

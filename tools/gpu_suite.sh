@@ -21,7 +21,9 @@ if has tests; then
   pass=0; fail=0
   while IFS= read -r tc; do
     [ -z "$tc" ] && continue
-    if timeout 120 "$BIN/gpu_tests" -tc="$tc" > "$LOG/tc.log" 2>&1; then
+    # doctest splits filters at commas: escape them so each case is matched whole.
+    filt=${tc//,/\\,}
+    if timeout 120 "$BIN/gpu_tests" -tc="$filt" > "$LOG/tc.log" 2>&1 && grep -q "test cases: *1 | *1 passed" "$LOG/tc.log"; then
       pass=$((pass + 1)); grep -h "^vit \|rel err" "$LOG/tc.log" | head -5
     else
       fail=$((fail + 1)); echo "FAILED: $tc"; tail -25 "$LOG/tc.log"; echo "FAILED: $tc" >> "$SUMMARY"

@@ -155,6 +155,13 @@ TEST_CASE("data decode: bad files fail with a reason, never crash") {
       break;
     }
   cases.push_back({"JPEG with a broken marker chain", jpg_nomarker, "corrupt"});
+  // A Huffman table of 300 codes (at most 256 are possible): stb_image 2.27 would write past its tables.
+  std::vector<uint8_t> dht = {0xFF, 0xC4, (uint8_t)((2 + 17 + 300) >> 8), (uint8_t)(2 + 17 + 300), 0x00};
+  for (int i = 0; i < 16; ++i) dht.push_back(i == 14 ? 45 : i == 15 ? 255 : 0);
+  dht.insert(dht.end(), 300, 0x01);
+  auto jpg_bigdht = good_jpg;
+  jpg_bigdht.insert(jpg_bigdht.begin() + 2, dht.begin(), dht.end());
+  cases.push_back({"JPEG with an oversized Huffman table", jpg_bigdht, "300 codes"});
   cases.push_back({"huge PNG", png_raw(100000, 100000, 8, 0, {0, 0, 0}), "too large"});
   cases.push_back({"16385 px wide PNG", png_raw(16385, 1, 8, 0, {0, 0, 0}), "too large"});
   cases.push_back({"huge JPEG", flat_jpeg(8, 8, 1, false, level), "too large"});
