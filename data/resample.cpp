@@ -69,6 +69,60 @@ v4f load4(const float* p) {
   return v;
 }
 
+// Gives every output the same number of taps K (the largest count): windows that would run past the end
+// move left, their weights move right within the K slots, the new taps weigh 0 (adding 0 · v changes no
+// sum). A fixed trip count lets the horizontal pass unroll. Returns K.
+int uniform_taps(AxisCoeffs& c, int in_len) {
+  int k = 0;
+  for (int n : c.count) k = std::max(k, n);
+  for (size_t i = 0; i < c.count.size(); ++i) {
+    float* w = &c.w[i * c.ksize];
+    const int shift = std::max(0, c.start[i] + k - in_len);
+    if (shift > 0) {
+      for (int j = c.count[i] - 1; j >= 0; --j) w[j + shift] = w[j];
+      std::fill(w, w + shift, 0.0f);
+      c.start[i] -= shift;
+    }
+    std::fill(w + shift + c.count[i], w + k, 0.0f);
+    c.count[i] = k;
+  }
+  return k;
+}
+
+// Horizontal pass of one row: out[x] = sum_k w[x][k] · in[start[x] + k], 4 floats a pixel for RGB.
+template <int C, int K>
+void hpass(const AxisCoeffs& hx, int k_runtime, const float* in, float* out, int ow) {
+  const int kk = K > 0 ? K : k_runtime;
+  for (int x = 0; x < ow; ++x) {
+    const float* wh = &hx.w[(size_t)x * hx.ksize];
+    const float* p = in + (size_t)hx.start[x] * C;
+    if constexpr (C == 3) {
+      v4f a = {0, 0, 0, 0};
+      for (int k = 0; k < kk; ++k) a += wh[k] * load4(p + 3 * k);
+      std::memcpy(out + 4 * x, &a, sizeof a);
+    } else {
+      float a = 0.0f;
+      for (int k = 0; k < kk; ++k) a += wh[k] * p[k];
+      out[x] = a;
+    }
+  }
+}
+
+template <int C>
+void hpass_dispatch(const AxisCoeffs& hx, int k, const float* in, float* out, int ow) {
+  switch (k) {
+    case 1: return hpass<C, 1>(hx, k, in, out, ow);
+    case 2: return hpass<C, 2>(hx, k, in, out, ow);
+    case 3: return hpass<C, 3>(hx, k, in, out, ow);
+    case 4: return hpass<C, 4>(hx, k, in, out, ow);
+    case 5: return hpass<C, 5>(hx, k, in, out, ow);
+    case 6: return hpass<C, 6>(hx, k, in, out, ow);
+    case 7: return hpass<C, 7>(hx, k, in, out, ow);
+    case 8: return hpass<C, 8>(hx, k, in, out, ow);
+    default: return hpass<C, 0>(hx, k, in, out, ow);
+  }
+}
+
 // Vertical pass first (for each output row, a weighted sum of whole source rows of the box: contiguous,
 // so it vectorises), then the horizontal pass on that one float row. Separable filtering gives the same
 // result in either order; this one keeps the larger share of the work in the vectorised loop whenever
@@ -78,6 +132,7 @@ void resample_impl(const ImageView& src, const ResampleGeometry& g, Interp inter
                    const float* bias, float* dst, ResampleScratch& s) {
   compute_coeffs(g.box_w, g.full_w, g.win_x, g.win_w, interp, s.hx);
   compute_coeffs(g.box_h, g.full_h, g.win_y, g.win_h, interp, s.vy);
+  const int kh = uniform_taps(s.hx, g.box_w);
   const int ow = g.win_w, oh = g.win_h;
   const size_t rowlen = (size_t)g.box_w * C, stride = (size_t)src.w * C, plane = (size_t)oh * ow;
   s.row.assign(rowlen + 4, 0.0f);  // + padding: the horizontal pass loads 4 floats at the last pixel
@@ -101,20 +156,7 @@ void resample_impl(const ImageView& src, const ResampleGeometry& g, Interp inter
     // Horizontal pass into hrow (interleaved, 4 floats a pixel for RGB), then clamp, normalize and
     // de-interleave into the planar output row in contiguous (vectorisable) loops.
     float* hrow = s.hrow.data();
-    for (int x = 0; x < ow; ++x) {
-      const float* wh = &s.hx.w[(size_t)x * s.hx.ksize];
-      const float* p = acc + (size_t)s.hx.start[x] * C;
-      const int nh = s.hx.count[x];
-      if constexpr (C == 3) {
-        v4f a = {0, 0, 0, 0};
-        for (int k = 0; k < nh; ++k) a += wh[k] * load4(p + 3 * k);
-        std::memcpy(hrow + 4 * x, &a, sizeof a);
-      } else {
-        float a = 0.0f;
-        for (int k = 0; k < nh; ++k) a += wh[k] * p[k];
-        hrow[x] = a;
-      }
-    }
+    hpass_dispatch<C>(s.hx, kh, acc, hrow, ow);
     const size_t yo = (size_t)(g.vflip ? oh - 1 - y : y) * ow;
     constexpr int step = C == 3 ? 4 : 1;
     for (int ch = 0; ch < C; ++ch) {

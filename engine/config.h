@@ -100,6 +100,7 @@ struct TrainingConfig {
   int64_t log_interval = 10;
   double label_smoothing = 0.0;
   double grad_clip = 1.0;            // max global norm; 0 = off
+  int64_t stop_after_steps = 0;      // checkpoint and exit after this many steps of this run (0 = off)
   CheckpointConfig checkpoint;
   bool operator==(const TrainingConfig&) const = default;
 };

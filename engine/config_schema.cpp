@@ -453,6 +453,8 @@ std::vector<Field> build_fields() {
   f.push_back(int_field("training.log_interval", VIT_MEMBER(training.log_interval), 1, kBig, "steps between log lines"));
   f.push_back(float_field("training.label_smoothing", VIT_MEMBER(training.label_smoothing), open_hi(0, 1), "cross-entropy label smoothing"));
   f.push_back(float_field("training.grad_clip", VIT_MEMBER(training.grad_clip), closed(0, 1e6), "max global gradient norm (0 = off)"));
+  f.push_back(int_field("training.stop_after_steps", VIT_MEMBER(training.stop_after_steps), 0, kBig,
+                        "checkpoint and exit 0 after this many steps in this run (time-sliced jobs; 0 = off)"));
   // [training.checkpoint]
   f.push_back(string_field("training.checkpoint.path", VIT_MEMBER(training.checkpoint.path), false, "checkpoint directory (\"\" = no checkpoints)"));
   f.push_back(int_field("training.checkpoint.interval", VIT_MEMBER(training.checkpoint.interval), 0, kBig,

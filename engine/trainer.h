@@ -169,12 +169,14 @@ class Trainer {
       }
       // Stop requests are agreed on by all ranks so every rank takes the same path.
       int stop = stop_signal().load();
+      if (t.stop_after_steps > 0 && step + 1 - start >= t.stop_after_steps && !last) stop = 2;
       MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
       const bool ckpt_due = !ckpt_root.empty() &&
                             ((t.checkpoint.interval > 0 && (step + 1) % t.checkpoint.interval == 0) || last || stop);
       if (ckpt_due) save(ckpt_root, step + 1, have_eval ? &last_eval : nullptr);
       if (stop) {
-        log0(rank_, fmt("stop signal received: checkpointed step %lld, exiting", (long long)(step + 1)));
+        log0(rank_, fmt("%s: %s step %lld, exiting", stop == 2 ? "training.stop_after_steps reached" : "stop signal received",
+                        ckpt_root.empty() ? "no checkpoint path, not saved at" : "checkpointed", (long long)(step + 1)));
         return 0;
       }
     }
