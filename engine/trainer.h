@@ -25,6 +25,7 @@
 #include "engine/lr_schedule.h"
 #include "engine/train_step.h"
 #include "model/vit.h"
+#include "model/timm_weights.h"
 #include "model/vit_layout.h"
 
 namespace vit {
@@ -93,7 +94,10 @@ class Trainer {
     const std::string ckpt_root = t.checkpoint.path;
     int64_t start = 0;
     if (!ckpt_root.empty() && t.checkpoint.resume) start = try_resume(ckpt_root);
-    if (start == 0 && !resumed_) store_->init((uint64_t)cfg_.run.seed);
+    if (start == 0 && !resumed_) {
+      store_->init((uint64_t)cfg_.run.seed);
+      if (!cfg_.model.init_from.empty()) import_weights(cfg_.model.init_from);
+    }
     log0(rank_, fmt("training %lld steps from step %lld: global batch %lld (%d ranks x %d micro x %d accum), %s",
                     (long long)total_steps_, (long long)start, (long long)global_batch_, world_, t.micro_batch_size,
                     t.grad_accum, strategy_name(store_->strategy())));
@@ -292,6 +296,22 @@ class Trainer {
       log0(rank_, fmt("checkpoint: %s", ckpt::step_dir(root, step).c_str()));
     }
     MPI_Barrier(MPI_COMM_WORLD);
+  }
+
+  // model.init_from: timm weights into this rank's master ranges (fresh init where the file has nothing).
+  void import_weights(const std::string& path) {
+    TimmImport imp(path, cfg_.model, layout_);
+    for (const std::string& n : imp.notes()) log0(rank_, n);
+    for (size_t u = 0; u < layout_.units().size(); ++u) {
+      const Range o = store_->opt_range((int)u);
+      std::vector<float> host(o.size());
+      ops_.download(host.data(), store_->master((int)u), host.size() * sizeof(float));
+      const int64_t hi = std::min(o.end, layout_.units()[u].numel);
+      if (o.begin < hi) imp.fill((int)u, o.begin, hi, host.data());
+      ops_.upload(store_->master((int)u), host.data(), host.size() * sizeof(float));
+    }
+    store_->publish_params();
+    log0(rank_, "initialised from " + path);
   }
 
   int shard_size() const { return world_ / std::max(1, cfg_.distributed.dp_outer); }

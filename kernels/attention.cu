@@ -3,6 +3,7 @@
 // kernels are tested against and the fallback for head dims the fused kernels are not built for.
 // The fused kernels live in attention_fwd.cu and attention_bwd.cu.
 #include <cstdint>
+#include <cstdlib>
 
 #include "engine/cuda_check.h"
 #include "kernels/attention.h"
@@ -208,13 +209,38 @@ i64 workspace_bytes(int B, int Tn, int H, int d) {
   return (bytes + 255) / 256 * 256;
 }
 
+const char* variant_name(Variant v) {
+  switch (v) {
+    case Variant::simple: return "simple";
+    case Variant::flash: return "flash";
+    case Variant::flash_wide: return "flash_wide";
+    case Variant::resident: return "resident";
+  }
+  return "?";
+}
+
+Variant default_variant(int d) {
+  Variant v = Variant::resident;
+  if (const char* env = std::getenv("VIT_ATTN_VARIANT"); env != nullptr && *env != '\0') {
+    char* end = nullptr;
+    const long k = std::strtol(env, &end, 10);
+    VIT_REQUIRE(*end == '\0' && k >= 0 && k < kVariantCount, "VIT_ATTN_VARIANT must be 0..", kVariantCount - 1,
+                " (simple, flash, flash_wide, resident), not '", env, "'");
+    v = static_cast<Variant>(k);
+  }
+  return flash_supports(d) ? v : Variant::simple;
+}
+
 void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
              cudaStream_t stream) {
   check_args(B, Tn, H, d, scale);
   if (v != Variant::simple) {
     VIT_REQUIRE(flash_supports(d), "attention: the fused kernels are built for head dims 32, 64, 80, 96, 128, not ", d);
     VIT_REQUIRE(aligned16(qkv) && aligned16(out), "attention: qkv and out must be 16-byte aligned");
-    flash_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
+    if (v == Variant::resident && resident_forward_supports(Tn, d))
+      resident_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
+    else
+      flash_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
   } else {
     simple_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
   }
@@ -230,7 +256,10 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
     VIT_REQUIRE(flash_supports(d), "attention: the fused kernels are built for head dims 32, 64, 80, 96, 128, not ", d);
     VIT_REQUIRE(aligned16(dqkv) && aligned16(dout) && aligned16(qkv) && aligned16(out),
                 "attention: qkv, out, dout and dqkv must be 16-byte aligned");
-    flash_backward(v, dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, Dws, stream);
+    if (v == Variant::resident && resident_backward_supports(Tn, d))
+      resident_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, stream);  // needs no workspace
+    else
+      flash_backward(v, dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, Dws, stream);
   } else {
     simple_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, Dws, stream);
   }
@@ -238,19 +267,17 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
 
 }  // namespace attn
 
-// Public API: the fused kernels where built for d, the simple ones otherwise.
+// Public API: attn::default_variant (the fused kernels where built for d, the simple ones otherwise).
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
                        cudaStream_t stream) {
-  attn::forward(attn::flash_supports(d) ? attn::Variant::flash : attn::Variant::simple, out, lse, qkv, B, Tn, H, d,
-                scale, stream);
+  attn::forward(attn::default_variant(d), out, lse, qkv, B, Tn, H, d, scale, stream);
 }
 
 i64 attention_backward_workspace_bytes(int B, int Tn, int H, int d) { return attn::workspace_bytes(B, Tn, H, d); }
 
 void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
                         int H, int d, float scale, void* workspace, cudaStream_t stream) {
-  attn::backward(attn::flash_supports(d) ? attn::Variant::flash : attn::Variant::simple, dqkv, dout, qkv, out, lse, B,
-                 Tn, H, d, scale, workspace, stream);
+  attn::backward(attn::default_variant(d), dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, workspace, stream);
 }
 
 }  // namespace vit::gpu

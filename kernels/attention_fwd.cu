@@ -7,6 +7,7 @@
 // past T skips the math); keys past T get score -inf, and 16-key slices entirely past T are skipped, so
 // T = 197 costs 13 row-tiles of 16, not 16.
 #include "engine/cuda_check.h"
+#include "kernels/attention_fwd_block.cuh"
 #include "kernels/attention_tiles.cuh"
 
 namespace vit::gpu::attn {
@@ -24,96 +25,6 @@ struct FwdCfg {
   static constexpr int kMinBlocks = D <= 64 ? 2 : 1;  // caps registers at 128 for D <= 64
   static_assert(D % 16 == 0 && D <= 128, "head dim must be a multiple of 16, at most 128");
 };
-
-// One key block for one warp: S = Q Kᵀ (16, BN), the online-softmax update, O += P V.
-// kFull: all BN keys exist, so the masking and the per-slice guards compile away.
-// sQw points at the warp's 16 rows of Q (re-read from shared memory each block: holding them in registers
-// would cost D/4 registers and push d = 64 past the 128 that 2 CTAs per SM allow).
-template <int D, int BN, bool kFull>
-__device__ __forceinline__ void fwd_block(const bf16* sQw, const bf16* sKb, const bf16* sVb, int kv_valid, float sl2,
-                                          const LaneOffsets& lo, int t, float (&o)[D / 8][4], float (&m_run)[2],
-                                          float (&l_run)[2]) {
-  constexpr int P = D + kPad;
-  // S = Q Kᵀ; n-block n holds keys 8n..8n+7 of the block. 16-key slices wholly past T are skipped.
-  float s[BN / 8][4];
-#pragma unroll
-  for (int n = 0; n < BN / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {
-    uint32_t qa[4];
-    ldsm_x4(qa, smem_addr(sQw + lo.a_row * P + kk * 16 + lo.a_col));
-#pragma unroll
-    for (int np = 0; np < BN / 16; ++np) {
-      if (kFull || np * 16 < kv_valid) {
-        uint32_t kb[4];
-        ldsm_x4(kb, smem_addr(sKb + (np * 16 + lo.bn_row) * P + kk * 16 + lo.bn_col));
-        mma_16816(s[2 * np], qa, kb[0], kb[1]);
-        mma_16816(s[2 * np + 1], qa, kb[2], kb[3]);
-      }
-    }
-  }
-  if (!kFull) {  // keys past T do not exist
-#pragma unroll
-    for (int n = 0; n < BN / 8; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        if (n * 8 + 2 * t + (e & 1) >= kv_valid) s[n][e] = -INFINITY;
-  }
-
-  // Online softmax: new running max, rescale factor for what was accumulated, P = exp(scale·(S − max)).
-  float mx[2] = {m_run[0], m_run[1]};
-#pragma unroll
-  for (int n = 0; n < BN / 8; ++n) {
-    mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1]));
-    mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]));
-  }
-  float corr[2], msc[2], rs[2] = {0.f, 0.f};
-#pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    mx[r] = quad_max(mx[r]);                        // finite: every block has a real key
-    corr[r] = fast_exp2((m_run[r] - mx[r]) * sl2);  // 0 on the first block (m_run = -inf)
-    m_run[r] = mx[r];
-    msc[r] = mx[r] * sl2;
-  }
-#pragma unroll
-  for (int n = 0; n < BN / 8; ++n) {
-    if (kFull || n * 8 < kv_valid) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float p = fast_exp2(fmaf(s[n][e], sl2, -msc[e >> 1]));  // masked: 2^-inf = 0
-        s[n][e] = p;
-        rs[e >> 1] += p;
-      }
-    } else {  // 8 keys all past T: no exp needed
-      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-    }
-  }
-#pragma unroll
-  for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * corr[r] + rs[r];
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    o[n][0] *= corr[0];
-    o[n][1] *= corr[0];
-    o[n][2] *= corr[1];
-    o[n][3] *= corr[1];
-  }
-
-  // O += P V: k runs over the block's keys in 16-key slices.
-#pragma unroll
-  for (int kk = 0; kk < BN / 16; ++kk) {
-    if (kFull || kk * 16 < kv_valid) {
-      uint32_t pa[4];
-      c_pair_to_a(pa, s[2 * kk], s[2 * kk + 1]);
-#pragma unroll
-      for (int dp = 0; dp < D / 16; ++dp) {
-        uint32_t vb[4];
-        ldsm_x4_trans(vb, smem_addr(sVb + (kk * 16 + lo.bk_row) * P + dp * 16 + lo.bk_col));
-        mma_16816(o[2 * dp], pa, vb[0], vb[1]);
-        mma_16816(o[2 * dp + 1], pa, vb[2], vb[3]);
-      }
-    }
-  }
-}
 
 // grid: n_qblk · B · H CTAs, query block fastest (the CTAs of one (b, h) run together and share K/V in L2).
 template <int D>
@@ -152,6 +63,7 @@ __global__ void __launch_bounds__(FwdCfg<D>::kThreads, FwdCfg<D>::kMinBlocks)
   float l_run[2] = {0.f, 0.f};              // running Σ exp (this lane's columns only; quad-summed at the end)
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  uint32_t qa_unused[D / 16][4];  // this kernel re-reads Q from shared memory (fwd_block's kQReg = false)
 
   for (int j = 0; j < n_kv; ++j) {
     const int buf = j & 1;
@@ -171,10 +83,11 @@ __global__ void __launch_bounds__(FwdCfg<D>::kThreads, FwdCfg<D>::kMinBlocks)
       const bf16* sKb = sK + buf * BN * P;
       const bf16* sVb = sV + buf * BN * P;
       const int kv_valid = min(BN, Tn - j * BN);  // keys of this block that exist (>= 1)
+      const uint32_t(&qa)[D / 16][4] = qa_unused;
       if (kv_valid == BN)
-        fwd_block<D, BN, true>(sQw, sKb, sVb, kv_valid, sl2, lo, t, o, m_run, l_run);
+        fwd_block<D, BN, true, false>(qa, sQw, sKb, sVb, kv_valid, sl2, lo, t, o, m_run, l_run);
       else
-        fwd_block<D, BN, false>(sQw, sKb, sVb, kv_valid, sl2, lo, t, o, m_run, l_run);
+        fwd_block<D, BN, false, false>(qa, sQw, sKb, sVb, kv_valid, sl2, lo, t, o, m_run, l_run);
     }
     __syncthreads();  // buffer `buf` is refilled by the prefetch of step j+1
   }

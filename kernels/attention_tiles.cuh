@@ -24,7 +24,12 @@ enum class Variant : int {
   simple = 0,      // one warp per row, fp32 CUDA cores, any d <= 128: the readable baseline and the fallback
   flash = 1,       // fused tensor-core kernels (forward; backward as a dQ pass and a dK/dV pass), d in kFlashDims
   flash_wide = 2,  // flash with the other backward tiling for d = 64 (64-row steps, 1 CTA per SM), to compare
+  resident = 3,    // K and V of one (b, h) held whole in shared memory: a forward without a streaming pipeline
+                   // and a one-pass backward (5 tile products, dQ reduced in shared memory, deterministic);
+                   // shapes it does not take (resident_*_supports) run the flash kernels
 };
+inline constexpr int kVariantCount = 4;
+const char* variant_name(Variant v);
 
 inline constexpr int kFlashDims[] = {32, 64, 80, 96, 128};
 constexpr bool flash_supports(int d) {
@@ -33,7 +38,11 @@ constexpr bool flash_supports(int d) {
   return false;
 }
 
-// Backward workspace (both variants): D = rowsum(dO ⊙ O), fp32 (B, H, T).
+// What the public API runs for head dim d: VIT_ATTN_VARIANT=N (0..3) in the environment forces variant N
+// (a fused one where d has no fused kernel falls back to simple), else the fastest measured one.
+Variant default_variant(int d);
+
+// Backward workspace (all variants): D = rowsum(dO ⊙ O), fp32 (B, H, T).
 i64 workspace_bytes(int B, int Tn, int H, int d);
 
 void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
@@ -50,6 +59,13 @@ void flash_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H,
                    cudaStream_t stream);
 void flash_backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
                     int Tn, int H, int d, float scale, float* Dws, cudaStream_t stream);
+// The resident kernels take (T, d) where these say so (d in kFlashDims assumed); otherwise use flash_*.
+bool resident_forward_supports(int Tn, int d);
+bool resident_backward_supports(int Tn, int d);
+void resident_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
+                      cudaStream_t stream);
+void resident_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
+                       int Tn, int H, int d, float scale, cudaStream_t stream);
 
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -108,6 +124,11 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
+// bf16x2 -> two floats (inverse of pack_bf16).
+__device__ __forceinline__ float2 unpack_bf16(uint32_t v) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&v));
+}
+
 // 2^x with the SFU (relative error ~2^-22; 2^-inf = +0, which is how masked scores vanish).
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;
@@ -152,6 +173,32 @@ __device__ __forceinline__ void load_rows(bf16* dst, const bf16* src, i64 stride
       const bool ok = r < valid;
       cp_async_16(dst + r * (D + kPad) + k * 8, src + (ok ? (i64)r * stride : 0) + k * 8, ok);
     }
+  }
+}
+
+// load_rows with run-time shape: rows [0, rows) with NT threads (any count), rows >= valid zero-filled.
+template <int D>
+__device__ __forceinline__ void load_rows_rt(bf16* dst, const bf16* src, i64 stride, int rows, int valid, int tid,
+                                             int nthreads) {
+  constexpr int kChunks = D / 8;
+  for (int c = tid; c < rows * kChunks; c += nthreads) {
+    const int r = c / kChunks, k = c % kChunks;
+    const bool ok = r < valid;
+    cp_async_16(dst + r * (D + kPad) + k * 8, src + (ok ? (i64)r * stride : 0) + k * 8, ok);
+  }
+}
+
+// cp_async_wait with a run-time count; counts past 7 wait for more than asked (never less), which is safe.
+__device__ __forceinline__ void cp_async_wait_dyn(int n) {
+  switch (n) {
+    case 0: cp_async_wait<0>(); break;
+    case 1: cp_async_wait<1>(); break;
+    case 2: cp_async_wait<2>(); break;
+    case 3: cp_async_wait<3>(); break;
+    case 4: cp_async_wait<4>(); break;
+    case 5: cp_async_wait<5>(); break;
+    case 6: cp_async_wait<6>(); break;
+    default: cp_async_wait<7>(); break;
   }
 }
 

@@ -9,6 +9,7 @@
 
 #include "engine/check.h"
 #include "engine/checkpoint_export.h"
+#include "model/timm_weights.h"
 #include "engine/checkpoint_inspect.h"
 
 namespace {
@@ -22,11 +23,11 @@ int usage() {
   return 2;
 }
 
-// EXTENSION POINT: return the model's export layout (timm names, shapes, unit and offset of every
-// parameter, computed from the checkpoint's resolved config) once model/ provides it, e.g.
-//   return [](const vit::ckpt::StepMeta& m) { return vit::model::export_layout(m.config_toml); };
-// Until then export refuses instead of writing a file with guessed names.
-vit::ckpt::ExportLayoutFn model_export_layout() { return nullptr; }
+// The model's export layout (timm names, shapes, unit and offset of every parameter), computed from the
+// checkpoint's resolved config with the same registry the FSDP manager flattens into units.
+vit::ckpt::ExportLayoutFn model_export_layout() {
+  return [](const vit::ckpt::StepMeta& m) { return vit::export_layout_from_config(m.config_toml); };
+}
 
 int export_cmd(const std::string& root, const std::string& step_text, const std::string& out) {
   char* end = nullptr;

@@ -98,6 +98,8 @@ TEST_CASE("data resample: crops at scale 1 copy pixels; flips mirror; 2x down an
   CHECK(out[1 * 4 + 1] == doctest::Approx(10 * 2.5 + 3 * 2.5));
   // Left edge, clipped window (3, 3, 1)/7 over columns 0..2: 10 · (0·3 + 1·3 + 2·1)/7 + rows as above.
   CHECK(out[1 * 4 + 0] == doctest::Approx(10 * 5.0 / 7 + 3 * 2.5));
+  // Right edge: columns 5..7 with weights (1, 3, 3)/7.
+  CHECK(out[1 * 4 + 3] == doctest::Approx(10 * 44.0 / 7 + 3 * 2.5));
   // 2× up bilinear along x only: interior output x = 4 sits at source 1.75.
   out.assign(16 * 8, 0);
   resample_to_planar(ImageView{ramp.data(), 8, 8, 1}, ResampleGeometry{0, 0, 8, 8, 16, 8, 0, 0, 16, 8},

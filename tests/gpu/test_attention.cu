@@ -1,5 +1,7 @@
 // Attention on the GPU against the CPU reference (run in float on the same bf16-rounded inputs), for every
-// implementation: the simple fp32 kernels, the fused tensor-core kernels and their alternative backward tiling.
+// implementation: the simple fp32 kernels, the fused tensor-core kernels (flash), their alternative backward
+// tiling and the K/V-resident kernels (which run flash on the shapes they do not take: the sweeps cross both
+// sides of every limit, T = 128 | 129, 208 | 209, 256 | 257).
 // Outputs and workspace are poisoned (NaN) before every run, so a row or element never written fails.
 //
 // Tolerances (relative Frobenius error over a whole tensor):
@@ -13,7 +15,9 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "kernels/attention.h"
@@ -122,7 +126,7 @@ void check_errors(const Errors& e, const char* what, const Case& c) {
 // Every T of the sweep at one head dim; B and H small but > 1 so the (b, h) indexing is exercised.
 void sweep(Variant v, const char* name, int d, uint64_t seed) {
   Errors worst{};
-  for (int T : {1, 5, 17, 64, 65, 197, 257}) {
+  for (int T : {1, 5, 17, 64, 65, 128, 129, 197, 208, 209, 256, 257}) {
     const Case c{2, T, T <= 65 ? 3 : 2, d};
     const Errors e = run_case(v, c, seed + 10 * T);
     check_errors(e, name, c);
@@ -148,11 +152,44 @@ TEST_CASE("attention gpu: fused kernels, alternative backward tiling") {
   sweep(Variant::flash_wide, "flash_wide", 64, 300);
 }
 
+TEST_CASE("attention gpu: K/V-resident kernels match the CPU reference") {
+  for (int d : gpu::attn::kFlashDims) sweep(Variant::resident, "resident", d, 700 + d);
+}
+
+TEST_CASE("attention gpu: long sequences (fused kernels, streaming fallbacks)") {
+  for (Variant v : {Variant::flash, Variant::resident})
+    for (const Case c : {Case{1, 577, 2, 64}, Case{1, 1025, 1, 64}, Case{1, 577, 1, 128}})
+      check_errors(run_case(v, c, 800 + c.T + c.d), gpu::attn::variant_name(v), c);
+}
+
 TEST_CASE("attention gpu: peaked softmax rows (online rescaling across key blocks)") {
-  // Inputs of std 3: scores of std ~9, so each row's max moves between key blocks and most P are tiny.
-  for (Variant v : {Variant::simple, Variant::flash})
-    for (const Case c : {Case{2, 197, 3, 64}, Case{1, 257, 2, 80}, Case{1, 130, 2, 128}})
-      check_errors(run_case(v, c, 400 + c.T, 3.f), v == Variant::simple ? "simple peaked" : "flash peaked", c);
+  // Inputs of std 3: scores of std ~9, so each row's max moves between key blocks and most P are tiny
+  // (the resident backward also sees exp(−lse) of padded keys overflow if they were not masked).
+  for (Variant v : {Variant::simple, Variant::flash, Variant::resident})
+    for (const Case c : {Case{2, 197, 3, 64}, Case{1, 257, 2, 80}, Case{1, 130, 2, 128}, Case{1, 250, 2, 32}})
+      check_errors(run_case(v, c, 400 + c.T, 3.f), (std::string(gpu::attn::variant_name(v)) + " peaked").c_str(),
+                   c);
+}
+
+TEST_CASE("attention gpu: VIT_ATTN_VARIANT forces the public API's variant") {
+  const char* old = std::getenv("VIT_ATTN_VARIANT");
+  const std::string saved = old ? old : "";
+  for (int k = 0; k < gpu::attn::kVariantCount; ++k) {
+    setenv("VIT_ATTN_VARIANT", std::to_string(k).c_str(), 1);
+    CHECK(gpu::attn::default_variant(64) == static_cast<Variant>(k));
+    CHECK(gpu::attn::default_variant(40) == Variant::simple);  // no fused kernel for d = 40
+    // The forced variant must also be what runs: check it end to end through the public API.
+    check_errors(run_case(Variant::flash, Case{2, 65, 2, 64}, 900 + k, 1.f, true), "forced", Case{2, 65, 2, 64});
+  }
+  setenv("VIT_ATTN_VARIANT", "7", 1);
+  CHECK_THROWS_AS(gpu::attn::default_variant(64), vit::Error);
+  setenv("VIT_ATTN_VARIANT", "x", 1);
+  CHECK_THROWS_AS(gpu::attn::default_variant(64), vit::Error);
+  if (old)
+    setenv("VIT_ATTN_VARIANT", saved.c_str(), 1);
+  else
+    unsetenv("VIT_ATTN_VARIANT");
+  MESSAGE("public API default variant at d = 64: ", gpu::attn::variant_name(gpu::attn::default_variant(64)));
 }
 
 TEST_CASE("attention gpu: public API dispatches and handles many (b, h)") {
@@ -170,12 +207,15 @@ TEST_CASE("attention gpu: fused backward is bitwise reproducible (no atomics)") 
   gpu::DeviceBuffer<float> d_lse((size_t)c.B * c.H * c.T);
   gpu::DeviceBuffer<unsigned char> d_ws((size_t)gpu::attention_backward_workspace_bytes(c.B, c.T, c.H, c.d));
   gpu::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), c.B, c.T, c.H, c.d, scale, 0);
-  std::vector<std::vector<bf16>> runs;
-  for (int rep = 0; rep < 2; ++rep) {
-    d_dqkv.poison(rep == 0 ? 0xFF : 0x00);
-    gpu::attention_backward(d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(), c.B, c.T, c.H, c.d,
-                            scale, d_ws.get(), 0);
-    runs.push_back(d_dqkv.download());
+  for (Variant v : {Variant::flash, Variant::resident}) {
+    std::vector<std::vector<bf16>> runs;
+    for (int rep = 0; rep < 2; ++rep) {
+      d_dqkv.poison(rep == 0 ? 0xFF : 0x00);
+      gpu::attn::backward(v, d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(), c.B, c.T, c.H, c.d,
+                          scale, d_ws.get(), 0);
+      runs.push_back(d_dqkv.download());
+    }
+    INFO(gpu::attn::variant_name(v));
+    CHECK(std::memcmp(runs[0].data(), runs[1].data(), n_qkv * sizeof(bf16)) == 0);
   }
-  CHECK(std::memcmp(runs[0].data(), runs[1].data(), n_qkv * sizeof(bf16)) == 0);
 }
