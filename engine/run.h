@@ -7,9 +7,12 @@
 
 namespace vit {
 
-int run_training_cpu(const Config& cfg, const std::string& cfg_toml, int rank, int world, int local_ranks);
+// eval_only: vit_eval (evaluate a checkpoint or model.init_from on the validation split).
+int run_training_cpu(const Config& cfg, const std::string& cfg_toml, int rank, int world, int local_ranks,
+                     bool eval_only = false);
 #if defined(VIT_WITH_CUDA)
-int run_training_cuda(const Config& cfg, const std::string& cfg_toml, int rank, int world, int local_rank);
+int run_training_cuda(const Config& cfg, const std::string& cfg_toml, int rank, int world, int local_rank,
+                      bool eval_only = false);
 // Number of usable CUDA devices; 0 (not an error) when there is no driver or no GPU.
 int cuda_device_count();
 #endif

@@ -13,7 +13,7 @@
 
 namespace vit {
 
-int run_training_cpu(const Config& cfg, const std::string& cfg_toml, int rank, int world, int local_ranks) {
+int run_training_cpu(const Config& cfg, const std::string& cfg_toml, int rank, int world, int local_ranks, bool eval_only) {
   // Ranks on one machine share its cores.
   const int cores = (int)std::max(1u, std::thread::hardware_concurrency());
   omp_set_num_threads(std::max(1, cores / std::max(1, local_ranks)));
@@ -41,9 +41,9 @@ int run_training_cpu(const Config& cfg, const std::string& cfg_toml, int rank, i
   int rc = 0;
   {
     CpuOps<float> ops;
-    Trainer<CpuOps<float>> trainer(cfg, cfg_toml, ops, {shard_comm.get(), outer_comm.get()}, rank, world);
+    Trainer<CpuOps<float>> trainer(cfg, cfg_toml, ops, {shard_comm.get(), outer_comm.get()}, rank, world, eval_only);
     log0(rank, trainer.memory_plan().table("memory plan (CPU backend, activations per rank):"));
-    rc = trainer.run();
+    rc = eval_only ? trainer.run_eval() : trainer.run();
   }
   shard_comm.reset();
   outer_comm.reset();

@@ -22,7 +22,7 @@ int cuda_device_count() {
   return n;
 }
 
-int run_training_cuda(const Config& cfg, const std::string& cfg_toml, int rank, int world, int local_rank) {
+int run_training_cuda(const Config& cfg, const std::string& cfg_toml, int rank, int world, int local_rank, bool eval_only) {
   const int gpus = cuda_device_count();
   VIT_REQUIRE(gpus > 0, "no CUDA device visible to rank ", rank);
   const int device = local_rank % gpus;
@@ -48,9 +48,9 @@ int run_training_cuda(const Config& cfg, const std::string& cfg_toml, int rank, 
                  prop.totalGlobalMem / 1073741824.0, world));
   int rc = 0;
   {
-    Trainer<CudaOps> trainer(cfg, cfg_toml, ops, {shard_comm.get(), outer_comm.get()}, rank, world);
+    Trainer<CudaOps> trainer(cfg, cfg_toml, ops, {shard_comm.get(), outer_comm.get()}, rank, world, eval_only);
     log0(rank, trainer.memory_plan().table("memory plan (GPU, activations per rank):"));
-    rc = trainer.run();
+    rc = eval_only ? trainer.run_eval() : trainer.run();
     ops.synchronize();
   }
   return rc;

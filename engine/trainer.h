@@ -57,7 +57,8 @@ class Trainer {
   using S = typename Ops::Stat;
 
  public:
-  Trainer(const Config& cfg, const std::string& cfg_toml, Ops& ops, DpGroups groups, int rank, int world)
+  Trainer(const Config& cfg, const std::string& cfg_toml, Ops& ops, DpGroups groups, int rank, int world,
+          bool eval_only = false)
       : cfg_(cfg), cfg_toml_(cfg_toml), ops_(ops), rank_(rank), world_(world), layout_(cfg.model) {
     const Strategy st = parse_strategy(cfg.distributed.strategy);
     store_ = std::make_unique<FsdpStore<Ops>>(layout_, ops_, *groups.shard, groups.outer, st);
@@ -66,14 +67,16 @@ class Trainer {
     const ModelDims& d = layout_.dims();
     data::Allocator pinned{[this](size_t n) { return ops_.alloc_host(n); }, [this](void* p) { ops_.free_host(p); }};
     auto logf = [this](const std::string& s) { log0(rank_, s); };
-    train_ = std::make_unique<data::Loader>(cfg.data, d.C, d.H, d.W, data::Split::train, rank_, world_,
-                                            t.micro_batch_size, (uint64_t)cfg.run.seed, pinned, logf);
-    VIT_REQUIRE(train_->num_classes() <= d.K, "the training data has ", train_->num_classes(),
-                " classes but model.num_classes = ", d.K, ": set model.num_classes >= ", train_->num_classes());
     const int64_t per_step = (int64_t)t.micro_batch_size * t.grad_accum * world_;
-    total_steps_ = t.steps > 0 ? t.steps : t.epochs * (train_->steps_per_epoch() / t.grad_accum);
-    VIT_REQUIRE(total_steps_ > 0, "training.steps = 0 and training.epochs = ", t.epochs,
-                " give no optimizer step: set training.steps or training.epochs");
+    if (!eval_only) {
+      train_ = std::make_unique<data::Loader>(cfg.data, d.C, d.H, d.W, data::Split::train, rank_, world_,
+                                              t.micro_batch_size, (uint64_t)cfg.run.seed, pinned, logf);
+      VIT_REQUIRE(train_->num_classes() <= d.K, "the training data has ", train_->num_classes(),
+                  " classes but model.num_classes = ", d.K, ": set model.num_classes >= ", train_->num_classes());
+      total_steps_ = t.steps > 0 ? t.steps : t.epochs * (train_->steps_per_epoch() / t.grad_accum);
+      VIT_REQUIRE(total_steps_ > 0, "training.steps = 0 and training.epochs = ", t.epochs,
+                  " give no optimizer step: set training.steps or training.epochs");
+    }
     global_batch_ = per_step;
     images_ = static_cast<float*>(ops_.alloc((size_t)t.micro_batch_size * d.C * d.H * d.W * sizeof(float), "input images"));
     labels_ = static_cast<int*>(ops_.alloc((size_t)t.micro_batch_size * sizeof(int), "input labels"));
@@ -187,6 +190,25 @@ class Trainer {
     log0(rank_, fmt("done: %lld steps; metrics in %s%s", (long long)step,
                     (std::filesystem::path(cfg_.run.output_dir) / cfg_.logging.metrics_file).c_str(),
                     ckpt_root.empty() ? "" : (", checkpoints in " + ckpt_root).c_str()));
+    return 0;
+  }
+
+  // vit_eval: the weights of the newest (or best) committed checkpoint under training.checkpoint.path, or
+  // model.init_from, evaluated on the validation split. Prints one JSON line (rank 0).
+  int run_eval() {
+    const std::string& root = cfg_.training.checkpoint.path;
+    int64_t step = 0;
+    if (!root.empty()) step = try_resume(root);
+    if (!resumed_) {
+      VIT_REQUIRE(!cfg_.model.init_from.empty() || root.empty(), "no committed checkpoint under training.checkpoint.path = \"",
+                  root, "\": train first, or point it at a checkpoint directory");
+      VIT_REQUIRE(!cfg_.model.init_from.empty(), "nothing to evaluate: set training.checkpoint.path or model.init_from");
+      store_->init((uint64_t)cfg_.run.seed);
+      import_weights(cfg_.model.init_from);
+    }
+    EvalResult e = evaluate();
+    log0(rank_, fmt("{\"step\": %lld, \"val_loss\": %.6f, \"val_top1\": %.6f, \"val_top5\": %.6f, \"val_count\": %lld}",
+                    (long long)step, e.loss, e.top1, e.top5, (long long)e.count));
     return 0;
   }
 
@@ -345,7 +367,7 @@ class Trainer {
     auto loader = reader.rank(0).template read_vector<int64_t>("loader");
     VIT_REQUIRE(loader.size() == 2, reader.rank(0).where(), "section 'loader' has ", loader.size(),
                 " values, expected 2: the file is damaged; delete ", reader.dir().string());
-    train_->restore({loader[0], loader[1]});
+    if (train_) train_->restore({loader[0], loader[1]});
     store_->publish_params();
     resumed_ = true;
     log0(rank_, fmt("resumed from %s (written by %d ranks)", reader.dir().c_str(), reader.world_size()));

@@ -2,8 +2,10 @@
 // times forward, backward and forward + backward (L2 flushed, median) at the ViT-B/16 shape (B=256, H=12,
 // T=197, d=64; target fwd+bwd <= 600 µs on an H100, PyTorch SDPA 817 µs) plus T=577 d=64 and T=257
 // d=80 / d=128, printing BENCH lines with µs and TFLOP/s (forward 4·B·H·T²·d, backward 2.5× that).
-//   bench_attention              the fused kernels (variant 1) and, at d=64, their other backward tiling (2)
-//   bench_attention --variant N  one implementation: 0 simple, 1 flash, 2 flash_wide
+//   bench_attention              the fused kernels: flash (1), at d=64 its other backward tiling (2), and the
+//                                K/V-resident kernels (3; shapes they do not take run flash)
+//   bench_attention --variant N  one implementation: 0 simple, 1 flash, 2 flash_wide, 3 resident
+// It also prints which variant the public API (gpu::attention_*) runs: VIT_ATTN_VARIANT=N forces one.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +21,7 @@
 
 using namespace vit;
 using vit::gpu::attn::Variant;
+using vit::gpu::attn::variant_name;
 using vit::test::bf_round;
 using vit::test::randn_f;
 using vit::test::rel_err;
@@ -26,15 +29,6 @@ using vit::test::to_bf;
 using vit::test::to_f;
 
 namespace {
-
-const char* variant_name(Variant v) {
-  switch (v) {
-    case Variant::simple: return "simple";
-    case Variant::flash: return "flash";
-    case Variant::flash_wide: return "flash_wide";
-  }
-  return "?";
-}
 
 // Uniform values in [-a, a) straight on the device (the ViT-B qkv has 116M elements).
 __global__ void fill_uniform(bf16* x, size_t n, uint64_t seed, float a) {
@@ -116,19 +110,24 @@ double time_shape(bench::Timer& timer, Variant v, const Shape& s) {
 }
 
 int run(int argc, char** argv) {
-  std::vector<Variant> variants = {Variant::flash, Variant::flash_wide};
+  std::vector<Variant> variants = {Variant::flash, Variant::flash_wide, Variant::resident};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--variant") == 0 && i + 1 < argc) {
       const int k = std::atoi(argv[++i]);
-      VIT_REQUIRE(k >= 0 && k <= 2, "--variant takes 0 (simple), 1 (flash) or 2 (flash_wide), not ", k);
+      VIT_REQUIRE(k >= 0 && k < gpu::attn::kVariantCount,
+                  "--variant takes 0 (simple), 1 (flash), 2 (flash_wide) or 3 (resident), not ", k);
       variants = {static_cast<Variant>(k)};
     } else {
-      vit::fail("usage: bench_attention [--variant 0|1|2]");
+      vit::fail("usage: bench_attention [--variant 0|1|2|3]");
     }
   }
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("attention benchmark on %s (bf16, fp32 accumulation)\n", prop.name);
+  std::printf("public API dispatch: d=64 -> variant %d (%s), d=128 -> variant %d (%s)%s\n",
+              (int)gpu::attn::default_variant(64), variant_name(gpu::attn::default_variant(64)),
+              (int)gpu::attn::default_variant(128), variant_name(gpu::attn::default_variant(128)),
+              std::getenv("VIT_ATTN_VARIANT") ? " (forced by VIT_ATTN_VARIANT)" : "");
 
   bool ok = true;
   for (Variant v : variants)
@@ -136,6 +135,7 @@ int run(int argc, char** argv) {
       if (v == Variant::flash_wide && d != 64) continue;  // same kernels as flash there
       ok = check(v, 2, 197, 3, d) && ok;
       ok = check(v, 1, 5, 2, d) && ok;
+      if (v == Variant::resident) ok = check(v, 1, 250, 2, d) && ok;  // the 16-warp backward
     }
   if (!ok) {
     std::printf("FAILED: the CUDA attention does not match the CPU reference\n");
@@ -150,6 +150,9 @@ int run(int argc, char** argv) {
   for (Variant v : variants)
     for (const Shape& s : shapes) {
       if (v == Variant::flash_wide && s.d != 64) continue;
+      if (v == Variant::resident && !gpu::attn::resident_forward_supports(s.T, s.d) &&
+          !gpu::attn::resident_backward_supports(s.T, s.d))
+        continue;  // would time the flash kernels again
       const double us = time_shape(timer, v, s);
       if (&s == &shapes[0])
         std::printf("attention fwd+bwd ViT-B (%s): %.1f us: %s the 600 us target (PyTorch SDPA 817 us)\n",

@@ -463,7 +463,7 @@ void draw_legend(Canvas& cv, Rect plot, const Panel& p, const std::vector<Pixel>
   for (const Series* se : shown) {
     const float cy = y + 3.5f * s;
     cv.line(box.x0 + pad, cy, box.x0 + pad + sample, cy, se->color, se->width * s);
-    if (se->markers) cv.disc(box.x0 + pad + sample * 0.5f, cy, 2.5f * s, se->color);
+    if (se->markers || se->pts.size() == 1) cv.disc(box.x0 + pad + sample * 0.5f, cy, 2.5f * s, se->color);
     cv.text(box.x0 + pad + sample + 4 * s, y, se->label, kText, s);
     y += row_h;
   }
@@ -497,8 +497,8 @@ void draw_panel(Canvas& cv, Rect area, const Panel& p, const Layout& L) {
   auto Y = [&](double v) { return static_cast<float>(plot.y1 - 1 - (v - lo) / (hi - lo) * (plot.height() - 1) + 0.5); };
 
   // Grid, ticks and their labels.
-  const double ystep = nice_step(hi - lo, std::max(2, plot.height() / (28 * s)));
-  const std::vector<double> yticks = ticks(lo, hi, ystep);
+  const double ystep = nice_step(hi - lo, std::max(2, plot.height() / (22 * s)));
+  const std::vector<double> yticks = empty ? std::vector<double>{} : ticks(lo, hi, ystep);
   const std::vector<std::string> ylabels = tick_labels(yticks, ystep);
   for (size_t i = 0; i < yticks.size(); ++i) {
     const int y = static_cast<int>(Y(yticks[i]));
@@ -507,7 +507,7 @@ void draw_panel(Canvas& cv, Rect area, const Panel& p, const Layout& L) {
     const std::string& label = ylabels[i];
     cv.text(plot.x0 - 7 * s - Canvas::text_width(label, s), y - 3 * s, label, kText, s);
   }
-  const double xstep = std::max(1.0, nice_step(L.xhi - L.xlo, std::max(2, plot.width() / (70 * s))));
+  const double xstep = std::max(1.0, nice_step(L.xhi - L.xlo, std::max(2, plot.width() / (60 * s))));
   const std::vector<double> xticks = ticks(L.xlo, L.xhi, xstep);
   const std::vector<std::string> xlabels = tick_labels(xticks, xstep);
   for (size_t i = 0; i < xticks.size(); ++i) {
