@@ -49,6 +49,34 @@ if has train; then
   grep ENGINE "$LOG/bench_train.log" >> "$SUMMARY"
 fi
 
+if has fmnist; then
+  # The default `make run` job on the GPU: Fashion-MNIST to >= 91% test top-1; time-to-accuracy from the log.
+  "$BIN/fmnist_convert" --in .devcarry/fmnist
+  t0=$(date +%s.%N)
+  timeout 420 "$BIN/vit_train" configs/fmnist_gpu.toml run.output_dir="$LOG/fmnist" \
+    training.checkpoint.path="$LOG/fmnist/ckpt" 2>&1 | tee "$LOG/fmnist.log" | grep -E "^eval|^step .*(00|50)/|error|done" | tail -40
+  t1=$(date +%s.%N)
+  echo "fmnist_gpu wall $(python3 -c "print(round($t1 - $t0, 1))") s; $(grep '^eval' "$LOG/fmnist.log" | tail -1)" | tee -a "$SUMMARY"
+  awk '/^eval/ {for (i=1;i<=NF;i++) if ($i=="val_top1") {v=$(i+1); sub("%","",v); if (v+0 >= 91 && !done) {print "first eval >= 91% top-1: " $0; done=1}}}' \
+    "$LOG/fmnist.log" | tee -a "$SUMMARY"
+  "$BIN/plot_metrics" "$LOG/fmnist/metrics.jsonl" "$LOG/fmnist_curves.png" | tee -a "$SUMMARY"
+  [ -x "$BIN/vit_eval" ] && timeout 120 "$BIN/vit_eval" configs/fmnist_gpu.toml training.checkpoint.path="$LOG/fmnist/ckpt" 2>&1 | tail -1 | tee -a "$SUMMARY"
+fi
+
+if has trainrun; then
+  # The real trainer (CPU loader threads making synthetic 224x224 images) on ViT-B/16 batch 256.
+  timeout 300 "$BIN/vit_train" configs/vit_base.toml training.steps=60 training.log_interval=20 model.drop_path_rate=0 \
+    data.num_workers=14 run.output_dir="$LOG/vitb" 2>&1 | tee "$LOG/vitb.log" | grep -E "^step|error|memory plan|total" | tail -8
+  grep -E "^step +60/" "$LOG/vitb.log" | sed 's/^/vit_train vit_base: /' >> "$SUMMARY"
+  # Out of memory names the buffer and the largest micro-batch that fits.
+  timeout 120 "$BIN/vit_train" configs/vit_base.toml training.micro_batch_size=8192 training.steps=1 2>&1 | tail -1 | tee -a "$SUMMARY"
+fi
+
+if has loader; then
+  (cd "$ANCH" && PYTHONUNBUFFERED=1 timeout 300 python3 anchor_loader.py seedimg /tmp/corpus 6000 2>&1 | grep LOADER) | tee -a "$SUMMARY"
+  timeout 200 "$BIN/bench_loader" --folder /tmp/corpus --workers 16 2>&1 | grep BENCH | tee -a "$SUMMARY"
+fi
+
 if has anchors; then
   (cd "$ANCH" && PYTHONUNBUFFERED=1 timeout 300 python3 anchor_ops.py 2>&1 | grep OPS) | tee -a "$SUMMARY"
   (cd "$ANCH" && PYTHONUNBUFFERED=1 timeout 400 python3 anchor_timm.py 790e12 vit_base_patch16_224:256:eager \
@@ -62,4 +90,7 @@ if [ -n "${OUT:-}" ]; then
   cp "$SUMMARY" "$OUT/" 2>/dev/null
   [ -f "$LOG/gpu_tests.log" ] && cp "$LOG/gpu_tests.log" "$OUT/"
   cat "$LOG"/bench_*.log > "$OUT/bench.log" 2>/dev/null
+  [ -f "$LOG/fmnist_curves.png" ] && cp "$LOG/fmnist_curves.png" "$OUT/"
+  [ -f "$LOG/fmnist/metrics.jsonl" ] && cp "$LOG/fmnist/metrics.jsonl" "$OUT/fmnist_metrics.jsonl"
+  cat "$LOG"/fmnist.log "$LOG"/vitb.log > "$OUT/train.log" 2>/dev/null
 fi

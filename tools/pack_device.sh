@@ -5,10 +5,14 @@ set -euo pipefail
 BUILD=${1:-build}
 DST=.devcarry
 rm -rf "$DST" && mkdir -p "$DST/bin/lib" "$DST/anchors"
-for f in vit_train gpu_tests bench_train "$BUILD"/bench_*; do
+# BINS: which programs to take (the carry limit is 64 MiB in all); default: everything.
+for f in ${BINS:-vit_train vit_eval fmnist_convert plot_metrics ckpt_tool gpu_tests bench_train "$BUILD"/bench_*}; do
   f=$(basename "$f")
   [ -x "$BUILD/$f" ] && strip -o "$DST/bin/$f" "$BUILD/$f"
 done
 cp -L /usr/lib/x86_64-linux-gnu/libtomlplusplus.so.3 "$DST/bin/lib/"
 cp ../shared/anchors/*.py "$DST/anchors/" 2>/dev/null || cp "${VIT_SHARED_DIR:-../shared}"/anchors/*.py "$DST/anchors/"
+# Fashion-MNIST's IDX files (the GPU machine has no Debian package) and the loader anchor's seed pictures.
+[ "${FMNIST:-1}" = 1 ] && mkdir -p "$DST/fmnist" && cp /usr/share/datasets/fashion-mnist/*.gz "$DST/fmnist/"
+cp -r "${VIT_SHARED_DIR:-../shared}/anchors/seedimg" "$DST/anchors/"
 du -sh "$DST"
