@@ -12,9 +12,9 @@ namespace vit::gpu::attn {
 // rows of Q, re-read from shared memory each block (holding them costs D/4 registers, which the streaming
 // kernel at d = 64 cannot spare under the 128 that 2 CTAs per SM allow).
 template <int D, int BN, bool kFull, bool kQReg>
-__device__ __forceinline__ void fwd_block(const uint32_t (&qreg)[D / 16][4], const bf16* sQw, const bf16* sKb, const bf16* sVb, int kv_valid, float sl2,
-                                          const LaneOffsets& lo, int t, float (&o)[D / 8][4], float (&m_run)[2],
-                                          float (&l_run)[2]) {
+__device__ __forceinline__ void fwd_block(const uint32_t (&qreg)[D / 16][4], const bf16* sQw, const bf16* sKb,
+                                          const bf16* sVb, int kv_valid, float sl2, const LaneOffsets& lo, int t,
+                                          float (&o)[D / 8][4], float (&m_run)[2], float (&l_run)[2]) {
   constexpr int P = D + kPad;
   // S = Q Kᵀ; n-block n holds keys 8n..8n+7 of the block. 16-key slices wholly past T are skipped.
   float s[BN / 8][4];

@@ -49,6 +49,15 @@ if has train; then
   grep ENGINE "$LOG/bench_train.log" >> "$SUMMARY"
 fi
 
+if has attn; then
+  timeout 300 "$BIN/bench_attention" 2>&1 | tee "$LOG/bench_attention.log" | grep -E "BENCH|default|target|FAIL|error" | head -40
+  grep -E "BENCH|default|target" "$LOG/bench_attention.log" >> "$SUMMARY"
+  for v in 1 3; do
+    VIT_ATTN_VARIANT=$v timeout 300 "$BIN/bench_train" configs/vit_base.toml model.drop_path_rate=0 training.label_smoothing=0 \
+      2>&1 | grep ENGINE | sed "s/^/attention variant $v: /" | tee -a "$SUMMARY"
+  done
+fi
+
 if has fmnist; then
   # The default `make run` job on the GPU: Fashion-MNIST to >= 91% test top-1; time-to-accuracy from the log.
   "$BIN/fmnist_convert" --in .devcarry/fmnist
@@ -65,11 +74,11 @@ fi
 
 if has trainrun; then
   # The real trainer (CPU loader threads making synthetic 224x224 images) on ViT-B/16 batch 256.
-  timeout 300 "$BIN/vit_train" configs/vit_base.toml training.steps=60 training.log_interval=20 model.drop_path_rate=0 \
+  timeout 300 "$BIN/vit_train" configs/vit_base.toml training.steps=60 scheduler.warmup_steps=10 training.log_interval=20 model.drop_path_rate=0 \
     data.num_workers=14 run.output_dir="$LOG/vitb" 2>&1 | tee "$LOG/vitb.log" | grep -E "^step|error|memory plan|total" | tail -8
   grep -E "^step +60/" "$LOG/vitb.log" | sed 's/^/vit_train vit_base: /' >> "$SUMMARY"
   # Out of memory names the buffer and the largest micro-batch that fits.
-  timeout 120 "$BIN/vit_train" configs/vit_base.toml training.micro_batch_size=8192 training.steps=1 2>&1 | tail -1 | tee -a "$SUMMARY"
+  timeout 120 "$BIN/vit_train" configs/vit_base.toml training.micro_batch_size=8192 training.steps=1 scheduler.warmup_steps=0 2>&1 | tail -1 | tee -a "$SUMMARY"
 fi
 
 if has loader; then
