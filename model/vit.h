@@ -131,7 +131,19 @@ class ViT {
                                        1.0 / std::sqrt((double)d.hd), datt, dqkv});
       // attention branch: proj -> proj_drop -> ls1 -> drop_path, then the residual add
       A* h = lbuf<A>(o_h_, l);
-      branch(b, "attn.proj", "ls1", att, datt, h, x, dres, rows, n, l, 1, dseed, train);
+      A* proj_in = att;
+      A* dproj_in = datt;
+      if (mc_.scale_attn_norm) {
+        // timm Attention.norm: LayerNorm(dim) between the attention and proj. Its output gradient lives in
+        // the norm-out gradient buffer, free until the qkv backward writes it.
+        proj_in = lbuf<A>(o_an_, l);
+        dproj_in = dsm;
+        S* st = lbuf<S>(o_anst_, l);
+        tape_.run(typename Nd::LayerNorm{proj_in, st, st + rows, att, prm(b + "attn.norm.weight"), prm(b + "attn.norm.bias"),
+                                         rows, d.D, 1e-6, dproj_in, datt, grd(b + "attn.norm.weight"),
+                                         grd(b + "attn.norm.bias"), false});
+      }
+      branch(b, "attn.proj", "ls1", proj_in, dproj_in, h, x, dres, rows, n, l, 1, dseed, train);
       // MLP branch: norm2 -> fc1 -> act -> drop -> fc2 -> drop -> ls2 -> drop_path
       A* ln2 = lbuf<A>(o_ln2_, l);
       S* st2 = lbuf<S>(o_st2_, l);
@@ -146,7 +158,19 @@ class ViT {
       A* dg = buf<A>(o_dg_);
       tape_.run(typename Nd::Gelu{g, f, rows * HH, mc_.act == "gelu_tanh", dg, df});
       drop(g, dg, rows * HH, mc_.proj_drop_rate, site(l, 1));
-      branch(b, "mlp.fc2", "ls2", g, dg, xout, h, dres, rows, n, l, 2, dseed, train);
+      A* fc2_in = g;
+      A* dfc2_in = dg;
+      if (mc_.scale_mlp_norm) {
+        // timm Mlp.norm: LayerNorm(hidden) before fc2. Its output gradient uses the fc1-out gradient buffer,
+        // which the GELU backward overwrites only after this norm's backward has read it.
+        fc2_in = lbuf<A>(o_mn_, l);
+        dfc2_in = df;
+        S* st = lbuf<S>(o_mnst_, l);
+        tape_.run(typename Nd::LayerNorm{fc2_in, st, st + rows, g, prm(b + "mlp.norm.weight"), prm(b + "mlp.norm.bias"), rows,
+                                         d.hidden, 1e-6, dfc2_in, dg, grd(b + "mlp.norm.weight"), grd(b + "mlp.norm.bias"),
+                                         false});
+      }
+      branch(b, "mlp.fc2", "ls2", fc2_in, dfc2_in, xout, h, dres, rows, n, l, 2, dseed, train);
       tape_.run(typename Nd::Unit{u, false, &store});
       x = xout;
     }
@@ -213,8 +237,6 @@ class ViT {
     no(mc_.global_pool == "map", "global_pool = \"map\"");
     no(mc_.global_pool == "none", "global_pool = \"none\"");
     no(mc_.qk_norm, "qk_norm");
-    no(mc_.scale_attn_norm, "scale_attn_norm");
-    no(mc_.scale_mlp_norm, "scale_mlp_norm");
     no(mc_.patch_drop_rate > 0, "patch_drop_rate");
     no(mc_.attn_drop_rate > 0, "attn_drop_rate");
     VIT_REQUIRE(d_.K > 0, "model.num_classes must be >= 1 for training");
@@ -320,6 +342,14 @@ class ViT {
     o_st2_ = add("block norm2 stats", 2 * rows * s, L);
     o_f_ = add("block fc1 out", rows * HH * a, L);
     o_g_ = add("block gelu out", rows * HH * a, L);
+    if (mc_.scale_attn_norm) {
+      o_an_ = add("block attn norm out", rows * D * a, L);
+      o_anst_ = add("block attn norm stats", 2 * rows * s, L);
+    }
+    if (mc_.scale_mlp_norm) {
+      o_mn_ = add("block mlp norm out", rows * HH * a, L);
+      o_mnst_ = add("block mlp norm stats", 2 * rows * s, L);
+    }
     if (ls) {
       o_pr_ = add("block proj out (ls)", rows * D * a, L);
       o_mo_ = add("block fc2 out (ls)", rows * D * a, L);
@@ -361,6 +391,7 @@ class ViT {
   MemoryPlan plan_;
   std::map<size_t, size_t> slots_;
   char* arena_ = nullptr;
+  size_t o_an_{}, o_anst_{}, o_mn_{}, o_mnst_{};
   size_t o_patches_{}, o_ptok_{}, o_res_{}, o_prenorm_{}, o_prestat_{}, o_ln1_{}, o_st1_{}, o_qkv_{}, o_att_{}, o_lse_{},
       o_h_{}, o_ln2_{}, o_st2_{}, o_f_{}, o_g_{}, o_pr_{}, o_mo_{}, o_brs_{}, o_headnorm_{}, o_headstat_{}, o_pool_{},
       o_pn_{}, o_pnstat_{}, o_fcn_{}, o_fcnstat_{}, o_logits_{}, o_losses_{}, o_dres_{}, o_dbr0_{}, o_dbr1_{}, o_dsm_{},

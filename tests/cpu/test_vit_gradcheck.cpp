@@ -131,3 +131,12 @@ TEST_CASE("vit gradcheck: avg pool with final norm before pooling, no pos embed"
   m.pos_embed = "none";
   check_model(m, "avg+norm+no_pos");
 }
+
+TEST_CASE("vit gradcheck: scale_attn_norm and scale_mlp_norm (timm's extra norms), with dropouts") {
+  ModelConfig m = tiny_model();
+  m.scale_attn_norm = true;
+  m.scale_mlp_norm = true;
+  m.proj_drop_rate = 0.2;
+  m.init_values = 0.4;
+  check_model(m, "scale_attn_norm+scale_mlp_norm");
+}

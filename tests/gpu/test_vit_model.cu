@@ -143,3 +143,14 @@ TEST_CASE("gpu vit: avg pool, registers, layer scale, 10 classes (small-GEMM hea
   m.init_values = 0.5;
   compare_model(m, "avg+reg+ls+odd-shapes");
 }
+
+TEST_CASE("gpu vit: pre_norm, scale_attn_norm, scale_mlp_norm, no biases, tanh GELU") {
+  ModelConfig m = small();
+  m.pre_norm = true;
+  m.scale_attn_norm = true;
+  m.scale_mlp_norm = true;
+  m.qkv_bias = false;
+  m.proj_bias = false;
+  m.act = "gelu_tanh";
+  compare_model(m, "extra-norms+nobias+tanh");
+}
