@@ -24,6 +24,7 @@
 #include "engine/fsdp.h"
 #include "engine/lr_schedule.h"
 #include "engine/train_step.h"
+#include "engine/watchdog.h"
 #include "model/vit.h"
 #include "model/timm_weights.h"
 #include "model/vit_layout.h"
@@ -115,7 +116,10 @@ class Trainer {
     EvalResult last_eval;
     bool have_eval = false;
     int64_t step = start;
+    Watchdog watchdog(world_ > 1 ? cfg_.distributed.timeout_s : 0.0, rank_);
     for (; step < total_steps_; ++step) {
+      watchdog.beat(fmt("step %lld: forward/backward, gradient reduction, optimizer", (long long)(step + 1)));
+      maybe_inject_fault(rank_, step + 1);
       StepSettings s;
       s.step = step;
       s.accum = t.grad_accum;
@@ -162,6 +166,7 @@ class Trainer {
       }
       const bool want_eval = !cfg_.data.val_path.empty() || cfg_.data.format == "synthetic";
       if (want_eval && ((t.val_interval > 0 && (step + 1) % t.val_interval == 0) || last)) {
+        watchdog.beat(fmt("step %lld: evaluation", (long long)(step + 1)));
         last_eval = evaluate();
         have_eval = true;
         log0(rank_, fmt("eval  step %lld  val_loss %.4f  val_top1 %.2f%%  val_top5 %.2f%%  (%lld images)",
@@ -180,6 +185,7 @@ class Trainer {
       MPI_Allreduce(MPI_IN_PLACE, &stop, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
       const bool ckpt_due = !ckpt_root.empty() &&
                             ((t.checkpoint.interval > 0 && (step + 1) % t.checkpoint.interval == 0) || last || stop);
+      watchdog.beat(fmt("step %lld: stop-flag all-reduce / checkpoint", (long long)(step + 1)));
       if (ckpt_due) save(ckpt_root, step + 1, have_eval ? &last_eval : nullptr);
       if (stop) {
         log0(rank_, fmt("%s: %s step %lld, exiting", stop == 2 ? "training.stop_after_steps reached" : "stop signal received",
