@@ -10,6 +10,8 @@
 #include "engine/check.h"
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
+#include "kernels/broadcast.h"
+#include "kernels/cross_attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/embed.h"
 #include "kernels/gelu.h"
@@ -43,7 +45,16 @@ struct CpuOps {
   void zero(void* p, size_t bytes) { std::memset(p, 0, bytes); }
   void copy(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
   void upload(void* dst, const void* host, size_t bytes) { std::memcpy(dst, host, bytes); }
-  void upload_async(void* dst, const void* host, size_t bytes) { std::memcpy(dst, host, bytes); }
+  // `rows` rows of `width` bytes between pitched buffers (token slices).
+  void copy2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows) {
+    for (size_t r = 0; r < rows; ++r)
+      std::memcpy(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch, width);
+  }
+  void zero2d(void* dst, size_t pitch, size_t width, size_t rows) {
+    for (size_t r = 0; r < rows; ++r) std::memset(static_cast<char*>(dst) + r * pitch, 0, width);
+  }
+  void upload_async(void* dst, const void* host, size_t bytes, int) { std::memcpy(dst, host, bytes); }
+  void mark_consumed(int) {}
   void wait_uploads() {}
   void prepare(int, int, int, int, int, int) {}
   size_t free_memory() const { return SIZE_MAX; }
@@ -82,6 +93,20 @@ struct CpuOps {
   void attention_backward(Act* dqkv, const Act* dout, const Act* qkv, const Act* out, const Stat* lse, int B, int Tn, int H,
                           int d, double scale) {
     ref::attention_backward<T>(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale);
+  }
+  void broadcast_rows_forward(Act* out, const Param* src, int B, int L, int C) {
+    ref::broadcast_rows_forward<T>(out, src, B, L, C);
+  }
+  void broadcast_rows_backward(Grad* dsrc, const Act* dout, int B, int L, int C) {
+    ref::broadcast_rows_backward<T>(dsrc, dout, B, L, C);
+  }
+  void cross_attention_forward(Act* out, Stat* lse, const Act* q, const Act* kv, int B, int L, int Tn, int H, int d,
+                               double scale) {
+    ref::cross_attention_forward<T>(out, lse, q, kv, B, L, Tn, H, d, scale);
+  }
+  void cross_attention_backward(Act* dq, Act* dkv, const Act* dout, const Act* q, const Act* kv, const Act* out,
+                                const Stat* lse, int B, int L, int Tn, int H, int d, double scale) {
+    ref::cross_attention_backward<T>(dq, dkv, dout, q, kv, out, lse, B, L, Tn, H, d, scale);
   }
   void gelu_forward(Act* out, const Act* x, i64 n, bool tanh) { ref::gelu_forward<T>(out, x, n, tanh); }
   void gelu_backward(Act* dx, const Act* dout, const Act* x, i64 n, bool tanh) { ref::gelu_backward<T>(dx, dout, x, n, tanh); }

@@ -12,6 +12,8 @@
 #include "engine/gemm.h"
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
+#include "kernels/broadcast.h"
+#include "kernels/cross_attention.h"
 #include "kernels/elementwise.h"
 #include "kernels/embed.h"
 #include "kernels/gelu.h"
@@ -43,14 +45,22 @@ struct CudaOps {
   explicit CudaOps(int device) : device_(device) {
     CUDA_CHECK(cudaSetDevice(device));
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    CUDA_CHECK(cudaEventCreateWithFlags(&uploaded_, cudaEventDisableTiming));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+    for (int k = 0; k < 2; ++k) {
+      CUDA_CHECK(cudaEventCreateWithFlags(&uploaded_[k], cudaEventDisableTiming));
+      CUDA_CHECK(cudaEventCreateWithFlags(&consumed_[k], cudaEventDisableTiming));
+    }
     gemm_ = std::make_unique<gpu::GemmContext>(false);
   }
   ~CudaOps() {
     if (scratch_) cudaFree(scratch_);
     if (workspace_) cudaFree(workspace_);
     gemm_.reset();
-    if (uploaded_) cudaEventDestroy(uploaded_);
+    for (int k = 0; k < 2; ++k) {
+      if (uploaded_[k]) cudaEventDestroy(uploaded_[k]);
+      if (consumed_[k]) cudaEventDestroy(consumed_[k]);
+    }
+    if (copy_stream_) cudaStreamDestroy(copy_stream_);
     if (stream_) cudaStreamDestroy(stream_);
   }
   CudaOps(const CudaOps&) = delete;
@@ -101,14 +111,26 @@ struct CudaOps {
     CUDA_CHECK(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream_));
     synchronize();
   }
-  // From pinned loader memory, queued on the stream; the loader recycles that memory at its next call,
-  // so the caller runs wait_uploads() before it.
-  void upload_async(void* dst, const void* host, size_t bytes) {
-    CUDA_CHECK(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream_));
-    CUDA_CHECK(cudaEventRecord(uploaded_, stream_));
+  // Input batches: host (pinned loader memory) -> device buffer `slot` (0 or 1, alternating) on the copy
+  // stream, so the copy of the next micro-batch overlaps the compute of the current one. The copy waits until
+  // the compute stream has consumed the slot's previous batch (mark_consumed); compute waits for the copy.
+  void upload_async(void* dst, const void* host, size_t bytes, int slot) {
+    CUDA_CHECK(cudaStreamWaitEvent(copy_stream_, consumed_[slot], 0));
+    CUDA_CHECK(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, copy_stream_));
+    CUDA_CHECK(cudaEventRecord(uploaded_[slot], copy_stream_));
+    CUDA_CHECK(cudaStreamWaitEvent(stream_, uploaded_[slot], 0));
+    last_slot_ = slot;
   }
-  // Before the loader may recycle pinned memory that an upload_async reads.
-  void wait_uploads() { CUDA_CHECK(cudaEventSynchronize(uploaded_)); }
+  // The compute stream is done reading slot's device buffers (after the forward that used them).
+  void mark_consumed(int slot) { CUDA_CHECK(cudaEventRecord(consumed_[slot], stream_)); }
+  // Before the loader may recycle pinned memory that the last upload_async reads.
+  void wait_uploads() { CUDA_CHECK(cudaEventSynchronize(uploaded_[last_slot_])); }
+  void copy2d(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width, size_t rows) {
+    CUDA_CHECK(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, rows, cudaMemcpyDeviceToDevice, stream_));
+  }
+  void zero2d(void* dst, size_t pitch, size_t width, size_t rows) {
+    CUDA_CHECK(cudaMemset2DAsync(dst, pitch, 0, width, rows, stream_));
+  }
   void download(void* host, const void* src, size_t bytes) {
     CUDA_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_));
     synchronize();
@@ -173,6 +195,20 @@ struct CudaOps {
     VIT_ASSERT(gpu::attention_backward_workspace_bytes(B, Tn, H, d) <= workspace_bytes_, "workspace not prepared");
     gpu::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, (float)scale, workspace_, stream_);
   }
+  void broadcast_rows_forward(Act* out, const Param* src, int B, int L, int C) {
+    gpu::broadcast_rows_forward(out, src, B, L, C, stream_);
+  }
+  void broadcast_rows_backward(Grad* dsrc, const Act* dout, int B, int L, int C) {
+    gpu::broadcast_rows_backward(dsrc, dout, B, L, C, stream_);
+  }
+  void cross_attention_forward(Act* out, Stat* lse, const Act* q, const Act* kv, int B, int L, int Tn, int H, int d,
+                               double scale) {
+    gpu::cross_attention_forward(out, lse, q, kv, B, L, Tn, H, d, (float)scale, stream_);
+  }
+  void cross_attention_backward(Act* dq, Act* dkv, const Act* dout, const Act* q, const Act* kv, const Act* out,
+                                const Stat* lse, int B, int L, int Tn, int H, int d, double scale) {
+    gpu::cross_attention_backward(dq, dkv, dout, q, kv, out, lse, B, L, Tn, H, d, (float)scale, stream_);
+  }
   void gelu_forward(Act* out, const Act* x, i64 n, bool tanh) { gpu::gelu_forward(out, x, n, tanh, stream_); }
   void gelu_backward(Act* dx, const Act* dout, const Act* x, i64 n, bool tanh) {
     gpu::gelu_backward(dx, dout, x, n, tanh, stream_);
@@ -230,7 +266,9 @@ struct CudaOps {
  private:
   int device_ = 0;
   cudaStream_t stream_ = nullptr;
-  cudaEvent_t uploaded_ = nullptr;
+  cudaStream_t copy_stream_ = nullptr;
+  cudaEvent_t uploaded_[2] = {nullptr, nullptr}, consumed_[2] = {nullptr, nullptr};
+  int last_slot_ = 0;
   std::unique_ptr<gpu::GemmContext> gemm_;
   float* scratch_ = nullptr;
   i64 scratch_floats_ = 0;

@@ -122,8 +122,37 @@ struct Nodes {
     void backward(Ops&) {}
   };
 
+  // Learned rows shared by every sample (the map head's latent): out = src repeated B times; dsrc += Σ_b.
+  struct Broadcast {
+    A* out; const P* src; int B, L, C;
+    A* dout; G* dsrc;
+    void forward(Ops& o) { o.broadcast_rows_forward(out, src, B, L, C); }
+    void backward(Ops& o) { o.broadcast_rows_backward(dsrc, dout, B, L, C); }
+  };
+  // L latent queries per sample attend over Tn tokens (q (B, L, H, d), kv (B, Tn, 2, H, d)).
+  struct CrossAttention {
+    A* out; S* lse; const A* q; const A* kv; int B, L, Tn, H, d; double scale;
+    A* dout; A* dq; A* dkv;
+    void forward(Ops& o) { o.cross_attention_forward(out, lse, q, kv, B, L, Tn, H, d, scale); }
+    void backward(Ops& o) { o.cross_attention_backward(dq, dkv, dout, q, kv, out, lse, B, L, Tn, H, d, scale); }
+  };
+  // out (B, T - first, C) = x[:, first:, :]; backward writes the whole dx (zeros in the skipped rows).
+  struct TokenSlice {
+    A* out; const A* x; int B, Tn, first, C;
+    A* dout; A* dx;
+    void forward(Ops& o) {
+      const size_t row = sizeof(A) * C;
+      o.copy2d(out, row * (Tn - first), x + (i64)first * C, row * Tn, row * (Tn - first), B);
+    }
+    void backward(Ops& o) {
+      const size_t row = sizeof(A) * C;
+      if (first > 0) o.zero2d(dx, row * Tn, row * first, B);
+      o.copy2d(dx + (i64)first * C, row * Tn, dout, row * (Tn - first), row * (Tn - first), B);
+    }
+  };
+
   using Node = std::variant<Unit, PatchEmbed, Embed, LayerNorm, Linear, Attention, Gelu, Add, LayerScale, Dropout,
-                            DropPath, Pool, SoftmaxXent>;
+                            DropPath, Pool, SoftmaxXent, Broadcast, CrossAttention, TokenSlice>;
 };
 
 template <class Ops>

@@ -79,14 +79,18 @@ class Trainer {
                   " give no optimizer step: set training.steps or training.epochs");
     }
     global_batch_ = per_step;
-    images_ = static_cast<float*>(ops_.alloc((size_t)t.micro_batch_size * d.C * d.H * d.W * sizeof(float), "input images"));
-    labels_ = static_cast<int*>(ops_.alloc((size_t)t.micro_batch_size * sizeof(int), "input labels"));
+    for (int k = 0; k < 2; ++k) {  // double-buffered so the next batch's copy overlaps this one's compute
+      images_[k] = static_cast<float*>(ops_.alloc((size_t)t.micro_batch_size * d.C * d.H * d.W * sizeof(float), "input images"));
+      labels_[k] = static_cast<int*>(ops_.alloc((size_t)t.micro_batch_size * sizeof(int), "input labels"));
+    }
     loss_acc_ = static_cast<S*>(ops_.alloc(sizeof(S), "loss accumulator"));
     flops_per_image_ = train_flops_per_image(layout_);
   }
   ~Trainer() {
-    ops_.release(images_);
-    ops_.release(labels_);
+    for (int k = 0; k < 2; ++k) {
+      ops_.release(images_[k]);
+      ops_.release(labels_[k]);
+    }
     ops_.release(loss_acc_);
   }
 
@@ -135,9 +139,12 @@ class Trainer {
         ops_.wait_uploads();  // the previous batch's pinned memory is about to be recycled
         const data::Batch& b = train_->next();
         data_wait += std::chrono::duration<double>(clock::now() - w0).count();
-        ops_.upload_async(images_, b.images, (size_t)b.size * image_elems() * sizeof(float));
-        ops_.upload_async(labels_, b.labels, (size_t)b.size * sizeof(int));
-        return MicroBatch{images_, labels_, b.size};
+        const int k = (int)(uploads_ % 2);
+        if (uploads_ > 0) ops_.mark_consumed(1 - k);  // the previous batch (other slot) has had its work queued
+        ++uploads_;
+        ops_.upload_async(images_[k], b.images, (size_t)b.size * image_elems() * sizeof(float), k);
+        ops_.upload_async(labels_[k], b.labels, (size_t)b.size * sizeof(int), k);
+        return MicroBatch{images_[k], labels_[k], b.size};
       };
       auto res = train_step<Ops>(*model_, *store_, ops_, loss_acc_, next, s);
       ++steps_since;
@@ -230,10 +237,11 @@ class Trainer {
     for (int64_t i = 0; i < val.steps_per_epoch(); ++i) {
       ops_.wait_uploads();
       const data::Batch& b = val.next();
-      ops_.upload_async(images_, b.images, (size_t)b.size * image_elems() * sizeof(float));
+      ops_.upload_async(images_[0], b.images, (size_t)b.size * image_elems() * sizeof(float), 0);
       StepContext ctx;
       ctx.train = false;
-      model_->forward(*store_, images_, nullptr, b.size, ctx);
+      model_->forward(*store_, images_[0], nullptr, b.size, ctx);
+      ops_.mark_consumed(0);
       ops_.download(logits.data(), model_->logits(), (size_t)b.size * d.K * sizeof(logits[0]));
       for (int r = 0; r < b.size; ++r) {
         if (!b.valid[r] || b.labels[r] < 0 || b.labels[r] >= d.K) continue;
@@ -389,8 +397,9 @@ class Trainer {
   std::unique_ptr<ViT<Ops>> model_;
   std::unique_ptr<data::Loader> train_;
   int64_t total_steps_ = 0, global_batch_ = 0;
-  float* images_ = nullptr;
-  int* labels_ = nullptr;
+  float* images_[2] = {nullptr, nullptr};
+  int* labels_[2] = {nullptr, nullptr};
+  int64_t uploads_ = 0;
   S* loss_acc_ = nullptr;
   double flops_per_image_ = 0;
   bool resumed_ = false;

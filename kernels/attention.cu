@@ -1,7 +1,7 @@
 // Attention entry points (attention.h): argument checks, the choice of implementation, and the simple
 // variant (one warp per query or key row, fp32 on CUDA cores) that is both the readable baseline the fused
 // kernels are tested against and the fallback for head dims the fused kernels are not built for.
-// The fused kernels live in attention_fwd.cu and attention_bwd.cu.
+// The fused kernels live in attention_fwd*.cu and attention_bwd*.cu.
 #include <cstdint>
 #include <cstdlib>
 
@@ -215,17 +215,18 @@ const char* variant_name(Variant v) {
     case Variant::flash: return "flash";
     case Variant::flash_wide: return "flash_wide";
     case Variant::resident: return "resident";
+    case Variant::fast: return "fast";
   }
   return "?";
 }
 
 Variant default_variant(int d) {
-  Variant v = Variant::resident;
+  Variant v = Variant::fast;  // expected fastest (see attention_forward below); not yet timed on the H100
   if (const char* env = std::getenv("VIT_ATTN_VARIANT"); env != nullptr && *env != '\0') {
     char* end = nullptr;
     const long k = std::strtol(env, &end, 10);
     VIT_REQUIRE(*end == '\0' && k >= 0 && k < kVariantCount, "VIT_ATTN_VARIANT must be 0..", kVariantCount - 1,
-                " (simple, flash, flash_wide, resident), not '", env, "'");
+                " (simple, flash, flash_wide, resident, fast), not '", env, "'");
     v = static_cast<Variant>(k);
   }
   return flash_supports(d) ? v : Variant::simple;
@@ -239,6 +240,8 @@ void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, i
     VIT_REQUIRE(aligned16(qkv) && aligned16(out), "attention: qkv and out must be 16-byte aligned");
     if (v == Variant::resident && resident_forward_supports(Tn, d))
       resident_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
+    else if (v == Variant::fast)
+      fast_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
     else
       flash_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
   } else {
@@ -256,7 +259,7 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
     VIT_REQUIRE(flash_supports(d), "attention: the fused kernels are built for head dims 32, 64, 80, 96, 128, not ", d);
     VIT_REQUIRE(aligned16(dqkv) && aligned16(dout) && aligned16(qkv) && aligned16(out),
                 "attention: qkv, out, dout and dqkv must be 16-byte aligned");
-    if (v == Variant::resident && resident_backward_supports(Tn, d))
+    if ((v == Variant::resident || v == Variant::fast) && resident_backward_supports(Tn, d))
       resident_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, stream);  // needs no workspace
     else
       flash_backward(v, dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, Dws, stream);
@@ -268,15 +271,13 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
 }  // namespace attn
 
 // Public API: attn::default_variant (the fused kernels where built for d, the simple ones otherwise).
-// Forward and backward pick separately: on the H100 (2026-11-25, ViT-B B256 H12 T197 d64) the flash forward
-// beat the resident one (217 vs 240 us) while the resident backward beat the flash one (668 vs 848 us).
-// Both read and write the same out / lse, so they combine freely. VIT_ATTN_VARIANT forces both.
+// On the H100 (2026-11-25, ViT-B B256 H12 T197 d64) the flash forward beat the resident one (217 vs 240 us)
+// while the resident backward beat the flash one (668 vs 848 us); Variant::fast pairs a re-tiled flash
+// forward (expected faster than flash: no per-block Q reloads, half the barriers) with the resident backward,
+// so it is the default. Every variant reads and writes the same out / lse. VIT_ATTN_VARIANT forces one.
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
                        cudaStream_t stream) {
-  attn::Variant v = attn::default_variant(d);
-  const char* env = std::getenv("VIT_ATTN_VARIANT");
-  if (v == attn::Variant::resident && (env == nullptr || *env == '\0')) v = attn::Variant::flash;
-  attn::forward(v, out, lse, qkv, B, Tn, H, d, scale, stream);
+  attn::forward(attn::default_variant(d), out, lse, qkv, B, Tn, H, d, scale, stream);
 }
 
 i64 attention_backward_workspace_bytes(int B, int Tn, int H, int d) { return attn::workspace_bytes(B, Tn, H, d); }

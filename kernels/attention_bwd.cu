@@ -168,18 +168,18 @@ __global__ void __launch_bounds__(DqCfg<D, BLK, MINB>::kThreads, MINB)
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
 
+  // One barrier per step (as in flash_fwd_kernel): it publishes block j and frees buffer buf ^ 1 (block j-1)
+  // for the prefetch of block j+1, which then overlaps step j's math.
   for (int j = 0; j < n_kv; ++j) {
     const int buf = j & 1;
+    cp_async_wait<0>();
+    __syncthreads();
     if (j + 1 < n_kv) {
       const int k1 = (j + 1) * BN;
       load_rows<BN, D, C::kThreads>(sK + (buf ^ 1) * BN * P, kg + (i64)k1 * ld, ld, Tn - k1, tid);
       load_rows<BN, D, C::kThreads>(sV + (buf ^ 1) * BN * P, vg + (i64)k1 * ld, ld, Tn - k1, tid);
       cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
     }
-    __syncthreads();
 
     if (active) {
       const bf16* sKb = sK + buf * BN * P;
@@ -192,7 +192,6 @@ __global__ void __launch_bounds__(DqCfg<D, BLK, MINB>::kThreads, MINB)
       else
         dq_block<D, BN, false>(sQw, sdOw, sKb, sVb, kv_valid, sl2, lse2, Drow, lo, t, dq);
     }
-    __syncthreads();
   }
 
   if (!active) return;
@@ -380,16 +379,14 @@ __global__ void __launch_bounds__(DkvCfg<D, BLK, MINB>::kThreads, MINB)
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.f;
 
-  for (int i = 0; i < n_q; ++i) {
+  for (int i = 0; i < n_q; ++i) {  // one barrier per step, as in pass 1
     const int buf = i & 1;
+    cp_async_wait<0>();
+    __syncthreads();
     if (i + 1 < n_q) {
       load_query_block((i + 1) * BM, buf ^ 1);
       cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
     }
-    __syncthreads();
 
     if (active) {
       const bf16* sQb = sQ + buf * BM * P;
@@ -402,7 +399,6 @@ __global__ void __launch_bounds__(DkvCfg<D, BLK, MINB>::kThreads, MINB)
       else
         dkv_block<D, BM, false>(sKw, sVw, sQb, sdOb, sLse + buf * BM, sD + buf * BM, q_valid, sl2, lo, t, dk, dv);
     }
-    __syncthreads();  // buffer `buf` is refilled by the prefetch of step i+1
   }
 
   if (!active) return;

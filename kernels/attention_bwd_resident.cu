@@ -31,7 +31,11 @@ struct ResBwdCfg {
   static constexpr int kP = D + kPad;        // pitch of the K, V, Q, dO tiles
   static constexpr int kPS = kBM + kPad;     // pitch of the dSᵀ tile (80 bytes: ldmatrix conflict-free)
   static constexpr int kStatRows = (kMaxT + kBM - 1) / kBM * kBM;
-  static constexpr int kDG = (D / 16) % 2 == 0 ? 2 : 1;  // 16-column groups per dQ unit
+  // 16-column groups per dQ unit. One, not two: a 32-query block then has 2·D/16 units (8 at d = 64) instead
+  // of 4, so the dQ work of a step (which every warp waits for at the next barrier) is spread over twice the
+  // warps, each carrying half the extra MMAs on top of its dK/dV work (at T = 197, d = 64 the busiest warp's
+  // step drops from 64 + 52 to 64 + 26 MMAs), and the unit's accumulator shrinks from 16 to 8 registers.
+  static constexpr int kDG = 1;
   static constexpr int kUnitsM = kBM / 16;
   static constexpr int kUnits = kUnitsM * (D / 16 / kDG);
   static constexpr int kMinBlocks = KT <= 8 ? 2 : 1;
@@ -160,9 +164,12 @@ __device__ __forceinline__ void res_dq_block(bf16* __restrict__ dq_rows, i64 ld,
                                              const LaneOffsets& lo, int g, int t) {
   using C = ResBwdCfg<D, KT>;
   constexpr int P = C::kP, PS = C::kPS, DG = C::kDG;
-  for (int u = first_unit; u < C::kUnits; u += KT) {
+  static_assert(C::kUnits <= KT, "one dQ unit per warp at most");
+  {
+    const int u = first_unit;
+    if (u < 0 || u >= C::kUnits) return;
     const int mt = u % C::kUnitsM, c0 = (u / C::kUnitsM) * DG * 16;
-    if (mt * 16 >= q_valid) continue;
+    if (mt * 16 >= q_valid) return;
     float acc[2 * DG][4];
 #pragma unroll
     for (int n = 0; n < 2 * DG; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;

@@ -27,8 +27,10 @@ enum class Variant : int {
   resident = 3,    // K and V of one (b, h) held whole in shared memory: a forward without a streaming pipeline
                    // and a one-pass backward (5 tile products, dQ reduced in shared memory, deterministic);
                    // shapes it does not take (resident_*_supports) run the flash kernels
+  fast = 4,        // forward: flash re-tiled (Q in registers, 4-warp CTAs, 3 per SM at d <= 64, one barrier per
+                   // key block; attention_fwd_fast.cu); backward: resident where it applies, else flash
 };
-inline constexpr int kVariantCount = 4;
+inline constexpr int kVariantCount = 5;
 const char* variant_name(Variant v);
 
 inline constexpr int kFlashDims[] = {32, 64, 80, 96, 128};
@@ -38,7 +40,7 @@ constexpr bool flash_supports(int d) {
   return false;
 }
 
-// What the public API runs for head dim d: VIT_ATTN_VARIANT=N (0..3) in the environment forces variant N
+// What the public API runs for head dim d: VIT_ATTN_VARIANT=N (0..4) in the environment forces variant N
 // (a fused one where d has no fused kernel falls back to simple), else the fastest measured one.
 Variant default_variant(int d);
 
@@ -57,6 +59,8 @@ void simple_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* 
                      int H, int d, float scale, float* Dws, cudaStream_t stream);
 void flash_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
                    cudaStream_t stream);
+void fast_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
+                  cudaStream_t stream);
 void flash_backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
                     int Tn, int H, int d, float scale, float* Dws, cudaStream_t stream);
 // The resident kernels take (T, d) where these say so (d in kFlashDims assumed); otherwise use flash_*.

@@ -15,9 +15,9 @@ namespace vit::gpu {
 namespace {
 using detail::warp_sum;
 
-constexpr int kMaxD = 128;        // 4 channels per lane
-constexpr int kRowWarps = 8;      // warps splitting the keys of one latent row (forward, dq)
-constexpr int kKeyWarps = 4;      // key rows per block (dk, dv)
+constexpr int kMaxD = 128;    // 4 channels per lane
+constexpr int kRowWarps = 8;  // warps splitting the keys of one latent row (forward, dq)
+constexpr int kKeyWarps = 4;  // key rows per block (dk, dv)
 
 __device__ __forceinline__ float ld(const bf16* p) { return __bfloat162float(*p); }
 

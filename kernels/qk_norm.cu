@@ -40,7 +40,8 @@ struct RowInfo {
   i64 stat;
 };
 __device__ __forceinline__ RowInfo row_info(i64 r, i64 BT, int H) {
-  const i64 bt = r / (3 * H);
+  // 32-bit division when r fits (always, at training shapes): 64-bit division is a long software sequence.
+  const i64 bt = r <= 0xffffffffLL ? (i64)((uint32_t)r / (uint32_t)(3 * H)) : r / (3 * H);
   const int j = (int)(r - bt * 3 * H);
   const int part = j / H;
   return {part, part * BT * H + bt * H + (j - part * H)};

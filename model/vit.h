@@ -185,7 +185,11 @@ class ViT {
     A* dpooled = buf<A>(o_dpool_);
     A* feat = pooled;   // what the head reads
     A* dfeat = dpooled;
-    if (has_norm && mode == PoolMode::avg) {
+    if (mc_.global_pool == "map") {
+      map_head(x, dres, n, has_norm);
+      feat = buf<A>(o_mout_);
+      dfeat = buf<A>(o_mdres_);
+    } else if (has_norm && mode == PoolMode::avg) {
       // norm over every token, then average (LayerNorm and averaging do not commute)
       A* xn = buf<A>(o_headnorm_);
       S* st = buf<S>(o_headstat_);
@@ -234,7 +238,6 @@ class ViT {
     auto no = [](bool cond, const char* key) {
       VIT_REQUIRE(!cond, "model.", key, " is not supported by this build yet (see the model-options issue): turn it off");
     };
-    no(mc_.global_pool == "map", "global_pool = \"map\"");
     no(mc_.global_pool == "none", "global_pool = \"none\"");
     no(mc_.qk_norm, "qk_norm");
     no(mc_.patch_drop_rate > 0, "patch_drop_rate");
@@ -252,6 +255,60 @@ class ViT {
   G* grd(const std::string& name) const {
     int i = L_.find(name);
     return i < 0 ? nullptr : store_->unit_grads(L_.params()[i].unit) + L_.params()[i].offset;
+  }
+
+  // timm's AttentionPoolLatent over the patch tokens (pool_include_prefix = False), latent_len 1:
+  //   q = Wq·latent, kv = Wkv·x[:, prefix:], a = softmax(q kᵀ/√d) v, p = Wproj·a, out = p + mlp(norm(p)).
+  void map_head(A* x, A* dres, int n, bool has_norm) {
+    const ModelDims& d = d_;
+    const i64 rows = (i64)n * d.T, D = d.D;
+    A* xin = x;
+    A* dxin = dres;
+    if (has_norm) {  // final norm over every token before pooling; first writer of the residual gradient
+      xin = buf<A>(o_headnorm_);
+      dxin = buf<A>(o_dsm_);
+      S* st = buf<S>(o_headstat_);
+      tape_.run(typename Nd::LayerNorm{xin, st, st + rows, x, prm("norm.weight"), prm("norm.bias"), rows, d.D, 1e-6, dxin,
+                                       dres, grd("norm.weight"), grd("norm.bias"), false});
+    }
+    A* xs = buf<A>(o_mxs_);
+    A* dxs = buf<A>(o_mdxs_);
+    tape_.run(typename Nd::TokenSlice{xs, xin, n, d.T, d.prefix, d.D, dxs, dxin});
+    A* qin = buf<A>(o_mqin_);
+    A* dqin = buf<A>(o_mdqin_);
+    tape_.run(typename Nd::Broadcast{qin, prm("attn_pool.latent"), n, 1, d.D, dqin, grd("attn_pool.latent")});
+    A* q = buf<A>(o_mq_);
+    A* dq = buf<A>(o_mdq_);
+    tape_.run(typename Nd::Linear{q, qin, prm("attn_pool.q.weight"), prm("attn_pool.q.bias"), n, d.D, d.D, dq, dqin,
+                                  grd("attn_pool.q.weight"), grd("attn_pool.q.bias"), false});
+    A* kv = buf<A>(o_mkv_);
+    A* dkv = buf<A>(o_mdkv_);
+    tape_.run(typename Nd::Linear{kv, xs, prm("attn_pool.kv.weight"), prm("attn_pool.kv.bias"), (i64)n * d.Np, d.D,
+                                  2 * d.D, dkv, dxs, grd("attn_pool.kv.weight"), grd("attn_pool.kv.bias"), false});
+    A* a = buf<A>(o_ma_);
+    A* da = buf<A>(o_mda_);
+    tape_.run(typename Nd::CrossAttention{a, buf<S>(o_mlse_), q, kv, n, 1, d.Np, d.heads, d.hd,
+                                          1.0 / std::sqrt((double)d.hd), da, dq, dkv});
+    A* p = buf<A>(o_mp_);
+    A* dp = buf<A>(o_mdres_);  // p feeds the residual add: its gradient is the head residual gradient
+    tape_.run(typename Nd::Linear{p, a, prm("attn_pool.proj.weight"), prm("attn_pool.proj.bias"), n, d.D, d.D, dp, da,
+                                  grd("attn_pool.proj.weight"), grd("attn_pool.proj.bias"), false});
+    A* pn = buf<A>(o_mpn_);
+    A* dpn = buf<A>(o_mdpn_);
+    S* st = buf<S>(o_mpnst_);
+    tape_.run(typename Nd::LayerNorm{pn, st, st + n, p, prm("attn_pool.norm.weight"), prm("attn_pool.norm.bias"), n,
+                                     d.D, 1e-6, dpn, dp, grd("attn_pool.norm.weight"), grd("attn_pool.norm.bias"), true});
+    A* f = buf<A>(o_mf_);
+    A* df = buf<A>(o_mdf_);
+    tape_.run(typename Nd::Linear{f, pn, prm("attn_pool.mlp.fc1.weight"), prm("attn_pool.mlp.fc1.bias"), n, d.D,
+                                  d.hidden, df, dpn, grd("attn_pool.mlp.fc1.weight"), grd("attn_pool.mlp.fc1.bias"), false});
+    A* g = buf<A>(o_mg_);
+    A* dg = buf<A>(o_mdg_);
+    tape_.run(typename Nd::Gelu{g, f, (i64)n * d.hidden, mc_.act == "gelu_tanh", dg, df});
+    A* m = buf<A>(o_mm_);
+    tape_.run(typename Nd::Linear{m, g, prm("attn_pool.mlp.fc2.weight"), prm("attn_pool.mlp.fc2.bias"), n, d.hidden,
+                                  d.D, dp, dg, grd("attn_pool.mlp.fc2.weight"), grd("attn_pool.mlp.fc2.bias"), false});
+    tape_.run(typename Nd::Add{buf<A>(o_mout_), p, m, (i64)n * D, dp, dp, dp});
   }
 
   // Dropout sites (RNG streams): kind 0 pos_drop, 1 mlp drop1, 2 attn proj_drop, 3 mlp drop2,
@@ -358,6 +415,19 @@ class ViT {
     o_headnorm_ = add("head norm out", rows * D * a);
     o_headstat_ = add("head norm stats", 2 * rows * s);
     o_pool_ = add("pooled", B * D * a);
+    if (mc_.global_pool == "map") {
+      const size_t Np = d.Np;
+      o_mxs_ = add("map patch tokens", B * Np * D * a);
+      o_mdxs_ = add("grad map patch tokens", B * Np * D * a);
+      o_mkv_ = add("map kv", B * Np * 2 * D * a);
+      o_mdkv_ = add("grad map kv", B * Np * 2 * D * a);
+      for (size_t* o : {&o_mqin_, &o_mdqin_, &o_mq_, &o_mdq_, &o_ma_, &o_mda_, &o_mp_, &o_mpn_, &o_mdpn_, &o_mm_, &o_mout_,
+                        &o_mdres_})
+        *o = add("map head rows", B * D * a);
+      o_mlse_ = add("map lse", B * d.heads * s);
+      o_mpnst_ = add("map norm stats", 2 * B * s);
+      for (size_t* o : {&o_mf_, &o_mdf_, &o_mg_, &o_mdg_}) *o = add("map mlp rows", B * HH * a);
+    }
     o_pn_ = add("pooled norm", B * D * a);
     o_pnstat_ = add("pooled norm stats", 2 * B * s);
     o_fcn_ = add("fc_norm out", B * D * a);
@@ -392,6 +462,8 @@ class ViT {
   std::map<size_t, size_t> slots_;
   char* arena_ = nullptr;
   size_t o_an_{}, o_anst_{}, o_mn_{}, o_mnst_{};
+  size_t o_mxs_{}, o_mdxs_{}, o_mkv_{}, o_mdkv_{}, o_mqin_{}, o_mdqin_{}, o_mq_{}, o_mdq_{}, o_ma_{}, o_mda_{}, o_mp_{},
+      o_mpn_{}, o_mdpn_{}, o_mm_{}, o_mout_{}, o_mdres_{}, o_mlse_{}, o_mpnst_{}, o_mf_{}, o_mdf_{}, o_mg_{}, o_mdg_{};
   size_t o_patches_{}, o_ptok_{}, o_res_{}, o_prenorm_{}, o_prestat_{}, o_ln1_{}, o_st1_{}, o_qkv_{}, o_att_{}, o_lse_{},
       o_h_{}, o_ln2_{}, o_st2_{}, o_f_{}, o_g_{}, o_pr_{}, o_mo_{}, o_brs_{}, o_headnorm_{}, o_headstat_{}, o_pool_{},
       o_pn_{}, o_pnstat_{}, o_fcn_{}, o_fcnstat_{}, o_logits_{}, o_losses_{}, o_dres_{}, o_dbr0_{}, o_dbr1_{}, o_dsm_{},

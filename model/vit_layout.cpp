@@ -110,15 +110,12 @@ ParamLayout::ParamLayout(const ModelConfig& m) : dims_(model_dims(m)) {
   if (m.final_norm && !use_fc_norm) norm("norm", D);
   if (m.global_pool == "map") {
     // timm's AttentionPoolLatent (num_heads = model heads, mlp_ratio = model's, latent_len 1, qkv bias on).
-    add("attn_pool.latent", {1, 1, D}, {InitKind::trunc_normal, std::pow((double)D, -0.5)}, false);
+    add("attn_pool.latent", {1, 1, D}, {InitKind::trunc_normal_tf, std::pow((double)D, -0.5)}, false);
     add("attn_pool.q.weight", {D, D}, linear_w, true);
     add("attn_pool.q.bias", {D}, zeros, false);
     add("attn_pool.kv.weight", {2 * D, D}, linear_w, true);
     add("attn_pool.kv.bias", {2 * D}, zeros, false);
-    if (m.qk_norm) {
-      norm("attn_pool.q_norm", d.hd);
-      norm("attn_pool.k_norm", d.hd);
-    }
+    // (timm's VisionTransformer builds its AttentionPoolLatent without qk_norm.)
     add("attn_pool.proj.weight", {D, D}, linear_w, true);
     add("attn_pool.proj.bias", {D}, zeros, false);
     norm("attn_pool.norm", D);
@@ -180,6 +177,9 @@ void ParamLayout::init_range(T* dst, int u, int64_t begin, int64_t end, uint64_t
         case InitKind::ones: v = 1; break;
         case InitKind::constant: v = P.init.a; break;
         case InitKind::trunc_normal: v = rng::trunc_normal(seed, stream, idx, 0.0, P.init.a, -2.0, 2.0); break;
+        case InitKind::trunc_normal_tf:
+          v = rng::trunc_normal(seed, stream, idx, 0.0, P.init.a, -2.0 * P.init.a, 2.0 * P.init.a);
+          break;
         case InitKind::normal: v = P.init.a * rng::normal(seed, stream, idx); break;
         case InitKind::uniform:
           v = P.init.a * (2.0 * rng::uniform_open_d(rng::bits(seed, stream, idx)) - 1.0);

@@ -17,6 +17,7 @@ enum class InitKind {
   ones,
   constant,      // value
   trunc_normal,  // mean 0, std, truncated to [-2, 2] absolute (timm's trunc_normal_ defaults)
+  trunc_normal_tf,  // mean 0, std, truncated to [-2 std, 2 std] (timm's trunc_normal_tf_)
   normal,        // mean 0, std
   uniform,       // [-bound, bound] (PyTorch's default Conv2d init: bound = 1/sqrt(fan_in))
 };

@@ -3,8 +3,9 @@
 // T=197, d=64; target fwd+bwd <= 600 µs on an H100, PyTorch SDPA 817 µs) plus T=577 d=64 and T=257
 // d=80 / d=128, printing BENCH lines with µs and TFLOP/s (forward 4·B·H·T²·d, backward 2.5× that).
 //   bench_attention              the fused kernels: flash (1), at d=64 its other backward tiling (2), and the
-//                                K/V-resident kernels (3; shapes they do not take run flash)
-//   bench_attention --variant N  one implementation: 0 simple, 1 flash, 2 flash_wide, 3 resident
+//                                K/V-resident kernels (3; shapes they do not take run flash), and fast (4: the
+//                                re-tiled forward with the resident backward where it applies)
+//   bench_attention --variant N  one implementation: 0 simple, 1 flash, 2 flash_wide, 3 resident, 4 fast
 // It also prints which variant the public API (gpu::attention_*) runs: VIT_ATTN_VARIANT=N forces one.
 #include <cmath>
 #include <cstdio>
@@ -110,15 +111,15 @@ double time_shape(bench::Timer& timer, Variant v, const Shape& s) {
 }
 
 int run(int argc, char** argv) {
-  std::vector<Variant> variants = {Variant::flash, Variant::flash_wide, Variant::resident};
+  std::vector<Variant> variants = {Variant::flash, Variant::flash_wide, Variant::resident, Variant::fast};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--variant") == 0 && i + 1 < argc) {
       const int k = std::atoi(argv[++i]);
       VIT_REQUIRE(k >= 0 && k < gpu::attn::kVariantCount,
-                  "--variant takes 0 (simple), 1 (flash), 2 (flash_wide) or 3 (resident), not ", k);
+                  "--variant takes 0 (simple), 1 (flash), 2 (flash_wide), 3 (resident) or 4 (fast), not ", k);
       variants = {static_cast<Variant>(k)};
     } else {
-      vit::fail("usage: bench_attention [--variant 0|1|2|3]");
+      vit::fail("usage: bench_attention [--variant 0|1|2|3|4]");
     }
   }
   cudaDeviceProp prop{};
@@ -135,7 +136,7 @@ int run(int argc, char** argv) {
       if (v == Variant::flash_wide && d != 64) continue;  // same kernels as flash there
       ok = check(v, 2, 197, 3, d) && ok;
       ok = check(v, 1, 5, 2, d) && ok;
-      if (v == Variant::resident) ok = check(v, 1, 250, 2, d) && ok;  // the 16-warp backward
+      if (v == Variant::resident || v == Variant::fast) ok = check(v, 1, 250, 2, d) && ok;  // 16-warp backward
     }
   if (!ok) {
     std::printf("FAILED: the CUDA attention does not match the CPU reference\n");

@@ -96,7 +96,7 @@ TEST_CASE("qk_norm ref: finite-difference gradients of qkv and all parameters (f
         worst = {std::max(worst.qkv, e.qkv), std::max(worst.qw, e.qw), std::max(worst.qb, e.qb),
                  std::max(worst.kw, e.kw), std::max(worst.kb, e.kb)};
       }
-  MESSAGE("qk_norm worst relative errors: dqkv ", worst.qkv, " dqw ", worst.qw, " dqb ", worst.qb, " dkw ", worst.kw,
+  INFO("qk_norm worst relative errors: dqkv ", worst.qkv, " dqw ", worst.qw, " dqb ", worst.qb, " dkw ", worst.kw,
           " dkb ", worst.kb);
   CHECK(worst.worst() < 1e-6);
 }

@@ -140,3 +140,16 @@ TEST_CASE("vit gradcheck: scale_attn_norm and scale_mlp_norm (timm's extra norms
   m.init_values = 0.4;
   check_model(m, "scale_attn_norm+scale_mlp_norm");
 }
+
+TEST_CASE("vit gradcheck: map pooling (AttentionPoolLatent) with registers and fc_norm, as the recipe") {
+  ModelConfig m = tiny_model();
+  m.global_pool = "map";
+  m.reg_tokens = 2;
+  m.fc_norm = "true";
+  m.scale_attn_norm = true;
+  m.scale_mlp_norm = true;
+  m.pre_norm = true;
+  check_model(m, "map+reg+fc_norm+extra norms");
+  m.fc_norm = "auto";  // timm: map keeps the final norm over the tokens
+  check_model(m, "map+final norm");
+}

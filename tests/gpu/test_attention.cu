@@ -1,6 +1,6 @@
 // Attention on the GPU against the CPU reference (run in float on the same bf16-rounded inputs), for every
 // implementation: the simple fp32 kernels, the fused tensor-core kernels (flash), their alternative backward
-// tiling and the K/V-resident kernels (which run flash on the shapes they do not take: the sweeps cross both
+// tiling, the re-tiled forward of Variant::fast and the K/V-resident kernels (which run flash on the shapes they do not take: the sweeps cross both
 // sides of every limit, T = 128 | 129, 208 | 209, 256 | 257).
 // Outputs and workspace are poisoned (NaN) before every run, so a row or element never written fails.
 //
@@ -157,8 +157,12 @@ TEST_CASE("attention gpu: K/V-resident kernels match the CPU reference") {
   for (int d : gpu::attn::kFlashDims) sweep(Variant::resident, "resident", d, 700 + d);
 }
 
+TEST_CASE("attention gpu: fast variant (re-tiled forward, resident backward) matches the CPU reference") {
+  for (int d : gpu::attn::kFlashDims) sweep(Variant::fast, "fast", d, 1100 + d);
+}
+
 TEST_CASE("attention gpu: long sequences (fused kernels, streaming fallbacks)") {
-  for (Variant v : {Variant::flash, Variant::resident})
+  for (Variant v : {Variant::flash, Variant::resident, Variant::fast})
     for (const Case c : {Case{1, 577, 2, 64}, Case{1, 1025, 1, 64}, Case{1, 577, 1, 128}})
       check_errors(run_case(v, c, 800 + c.T + c.d), gpu::attn::variant_name(v), c);
 }
@@ -166,7 +170,7 @@ TEST_CASE("attention gpu: long sequences (fused kernels, streaming fallbacks)") 
 TEST_CASE("attention gpu: peaked softmax rows (online rescaling across key blocks)") {
   // Inputs of std 3: scores of std ~9, so each row's max moves between key blocks and most P are tiny
   // (the resident backward also sees exp(−lse) of padded keys overflow if they were not masked).
-  for (Variant v : {Variant::simple, Variant::flash, Variant::resident})
+  for (Variant v : {Variant::simple, Variant::flash, Variant::resident, Variant::fast})
     for (const Case c : {Case{2, 197, 3, 64}, Case{1, 257, 2, 80}, Case{1, 130, 2, 128}, Case{1, 250, 2, 32}})
       check_errors(run_case(v, c, 400 + c.T, 3.f), (std::string(gpu::attn::variant_name(v)) + " peaked").c_str(),
                    c);
@@ -208,7 +212,7 @@ TEST_CASE("attention gpu: fused backward is bitwise reproducible (no atomics)") 
   gpu::DeviceBuffer<float> d_lse((size_t)c.B * c.H * c.T);
   gpu::DeviceBuffer<unsigned char> d_ws((size_t)gpu::attention_backward_workspace_bytes(c.B, c.T, c.H, c.d));
   gpu::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), c.B, c.T, c.H, c.d, scale, 0);
-  for (Variant v : {Variant::flash, Variant::resident}) {
+  for (Variant v : {Variant::flash, Variant::resident, Variant::fast}) {
     std::vector<std::vector<bf16>> runs;
     for (int rep = 0; rep < 2; ++rep) {
       d_dqkv.poison(rep == 0 ? 0xFF : 0x00);

@@ -154,3 +154,14 @@ TEST_CASE("gpu vit: pre_norm, scale_attn_norm, scale_mlp_norm, no biases, tanh G
   m.act = "gelu_tanh";
   compare_model(m, "extra-norms+nobias+tanh");
 }
+
+TEST_CASE("gpu vit: map pooling head (AttentionPoolLatent), registers, fc_norm, extra norms (the recipe's model)") {
+  ModelConfig m = small();
+  m.global_pool = "map";
+  m.reg_tokens = 4;
+  m.fc_norm = "true";
+  m.pre_norm = true;
+  m.scale_attn_norm = true;
+  m.scale_mlp_norm = true;
+  compare_model(m, "map+reg+fc_norm+norms");
+}
