@@ -19,6 +19,7 @@
 #include "kernels/linear.h"
 #include "kernels/patch_embed.h"
 #include "kernels/pool.h"
+#include "kernels/qk_norm.h"
 #include "kernels/reduce.h"
 #include "kernels/softmax_xent.h"
 
@@ -93,6 +94,14 @@ struct CpuOps {
   void attention_backward(Act* dqkv, const Act* dout, const Act* qkv, const Act* out, const Stat* lse, int B, int Tn, int H,
                           int d, double scale) {
     ref::attention_backward<T>(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale);
+  }
+  void qk_norm_forward(Act* out, Stat* mean, Stat* rstd, const Act* qkv, const Param* qw, const Param* qb,
+                       const Param* kw, const Param* kb, i64 BT, int H, int hd) {
+    ref::qk_norm_forward<T>(out, mean, rstd, qkv, qw, qb, kw, kb, BT, H, hd, 1e-6);
+  }
+  void qk_norm_backward(Act* dqkv, Grad* dqw, Grad* dqb, Grad* dkw, Grad* dkb, const Act* dout, const Act* qkv,
+                        const Param* qw, const Param* kw, const Stat* mean, const Stat* rstd, i64 BT, int H, int hd) {
+    ref::qk_norm_backward<T>(dqkv, dqw, dqb, dkw, dkb, dout, qkv, qw, kw, mean, rstd, BT, H, hd);
   }
   void broadcast_rows_forward(Act* out, const Param* src, int B, int L, int C) {
     ref::broadcast_rows_forward<T>(out, src, B, L, C);

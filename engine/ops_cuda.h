@@ -22,6 +22,7 @@
 #include "kernels/linear_small.h"
 #include "kernels/patch_embed.h"
 #include "kernels/pool.h"
+#include "kernels/qk_norm.h"
 #include "kernels/reduce.h"
 #include "kernels/softmax_xent.h"
 
@@ -146,6 +147,7 @@ struct CudaOps {
       floats = std::max(floats, gpu::layer_scale_backward_scratch_floats(rows, C));
     }
     floats = std::max(floats, gpu::layernorm_backward_scratch_floats(rows * heads, hd));
+    floats = std::max(floats, gpu::qk_norm_backward_scratch_floats(rows, heads, hd));
     if (floats > scratch_floats_) {
       if (scratch_) cudaFree(scratch_);
       scratch_ = static_cast<float*>(alloc(floats * sizeof(float), "kernel scratch"));
@@ -194,6 +196,15 @@ struct CudaOps {
                           int H, int d, double scale) {
     VIT_ASSERT(gpu::attention_backward_workspace_bytes(B, Tn, H, d) <= workspace_bytes_, "workspace not prepared");
     gpu::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, (float)scale, workspace_, stream_);
+  }
+  void qk_norm_forward(Act* out, Stat* mean, Stat* rstd, const Act* qkv, const Param* qw, const Param* qb,
+                       const Param* kw, const Param* kb, i64 BT, int H, int hd) {
+    gpu::qk_norm_forward(out, mean, rstd, qkv, qw, qb, kw, kb, BT, H, hd, 1e-6f, stream_);
+  }
+  void qk_norm_backward(Act* dqkv, Grad* dqw, Grad* dqb, Grad* dkw, Grad* dkb, const Act* dout, const Act* qkv,
+                        const Param* qw, const Param* kw, const Stat* mean, const Stat* rstd, i64 BT, int H, int hd) {
+    VIT_ASSERT(gpu::qk_norm_backward_scratch_floats(BT, H, hd) <= scratch_floats_, "scratch not prepared");
+    gpu::qk_norm_backward(dqkv, dqw, dqb, dkw, dkb, dout, qkv, qw, kw, mean, rstd, BT, H, hd, scratch_, stream_);
   }
   void broadcast_rows_forward(Act* out, const Param* src, int B, int L, int C) {
     gpu::broadcast_rows_forward(out, src, B, L, C, stream_);

@@ -122,6 +122,13 @@ struct Nodes {
     void backward(Ops&) {}
   };
 
+  // timm qk_norm: LayerNorm over the head dim of q and k inside the qkv tensor (v passes through).
+  struct QkNorm {
+    A* out; S* mean; S* rstd; const A* qkv; const P* qw; const P* qb; const P* kw; const P* kb; i64 BT; int H, hd;
+    A* dout; A* dqkv; G* dqw; G* dqb; G* dkw; G* dkb;
+    void forward(Ops& o) { o.qk_norm_forward(out, mean, rstd, qkv, qw, qb, kw, kb, BT, H, hd); }
+    void backward(Ops& o) { o.qk_norm_backward(dqkv, dqw, dqb, dkw, dkb, dout, qkv, qw, kw, mean, rstd, BT, H, hd); }
+  };
   // Learned rows shared by every sample (the map head's latent): out = src repeated B times; dsrc += Σ_b.
   struct Broadcast {
     A* out; const P* src; int B, L, C;
@@ -152,7 +159,7 @@ struct Nodes {
   };
 
   using Node = std::variant<Unit, PatchEmbed, Embed, LayerNorm, Linear, Attention, Gelu, Add, LayerScale, Dropout,
-                            DropPath, Pool, SoftmaxXent, Broadcast, CrossAttention, TokenSlice>;
+                            DropPath, Pool, SoftmaxXent, Broadcast, CrossAttention, TokenSlice, QkNorm>;
 };
 
 template <class Ops>

@@ -125,10 +125,25 @@ class ViT {
       A* dqkv = buf<A>(o_dqkv_);
       tape_.run(typename Nd::Linear{qkv, ln1, prm(b + "attn.qkv.weight"), prm(b + "attn.qkv.bias"), rows, d.D, 3 * d.D,
                                     dqkv, dsm, grd(b + "attn.qkv.weight"), grd(b + "attn.qkv.bias"), false});
+      A* att_in = qkv;
+      A* datt_in = dqkv;
+      if (mc_.qk_norm) {
+        // q and k normalised per head; the attention's input gradient lands in a second qkv-sized buffer
+        // that the norm's backward turns into the qkv linear's output gradient.
+        att_in = lbuf<A>(o_qkn_, l);
+        datt_in = buf<A>(o_dqkv2_);
+        S* st = lbuf<S>(o_qkst_, l);
+        const i64 nrows = rows * d.heads;
+        tape_.run(typename Nd::QkNorm{att_in, st, st + 2 * nrows, qkv, prm(b + "attn.q_norm.weight"),
+                                      prm(b + "attn.q_norm.bias"), prm(b + "attn.k_norm.weight"), prm(b + "attn.k_norm.bias"),
+                                      rows, d.heads, d.hd, datt_in, dqkv, grd(b + "attn.q_norm.weight"),
+                                      grd(b + "attn.q_norm.bias"), grd(b + "attn.k_norm.weight"),
+                                      grd(b + "attn.k_norm.bias")});
+      }
       A* att = lbuf<A>(o_att_, l);
       A* datt = buf<A>(o_dsm2_);
-      tape_.run(typename Nd::Attention{att, lbuf<S>(o_lse_, l), qkv, n, d.T, d.heads, d.hd,
-                                       1.0 / std::sqrt((double)d.hd), datt, dqkv});
+      tape_.run(typename Nd::Attention{att, lbuf<S>(o_lse_, l), att_in, n, d.T, d.heads, d.hd,
+                                       1.0 / std::sqrt((double)d.hd), datt, datt_in});
       // attention branch: proj -> proj_drop -> ls1 -> drop_path, then the residual add
       A* h = lbuf<A>(o_h_, l);
       A* proj_in = att;
@@ -239,7 +254,6 @@ class ViT {
       VIT_REQUIRE(!cond, "model.", key, " is not supported by this build yet (see the model-options issue): turn it off");
     };
     no(mc_.global_pool == "none", "global_pool = \"none\"");
-    no(mc_.qk_norm, "qk_norm");
     no(mc_.patch_drop_rate > 0, "patch_drop_rate");
     no(mc_.attn_drop_rate > 0, "attn_drop_rate");
     VIT_REQUIRE(d_.K > 0, "model.num_classes must be >= 1 for training");
@@ -399,6 +413,11 @@ class ViT {
     o_st2_ = add("block norm2 stats", 2 * rows * s, L);
     o_f_ = add("block fc1 out", rows * HH * a, L);
     o_g_ = add("block gelu out", rows * HH * a, L);
+    if (mc_.qk_norm) {
+      o_qkn_ = add("block qk-normed qkv", rows * 3 * D * a, L);
+      o_qkst_ = add("block qk norm stats", 4 * rows * d.heads * s, L);
+      o_dqkv2_ = add("grad qk-normed qkv", rows * 3 * D * a);
+    }
     if (mc_.scale_attn_norm) {
       o_an_ = add("block attn norm out", rows * D * a, L);
       o_anst_ = add("block attn norm stats", 2 * rows * s, L);
@@ -461,7 +480,7 @@ class ViT {
   MemoryPlan plan_;
   std::map<size_t, size_t> slots_;
   char* arena_ = nullptr;
-  size_t o_an_{}, o_anst_{}, o_mn_{}, o_mnst_{};
+  size_t o_an_{}, o_anst_{}, o_mn_{}, o_mnst_{}, o_qkn_{}, o_qkst_{}, o_dqkv2_{};
   size_t o_mxs_{}, o_mdxs_{}, o_mkv_{}, o_mdkv_{}, o_mqin_{}, o_mdqin_{}, o_mq_{}, o_mdq_{}, o_ma_{}, o_mda_{}, o_mp_{},
       o_mpn_{}, o_mdpn_{}, o_mm_{}, o_mout_{}, o_mdres_{}, o_mlse_{}, o_mpnst_{}, o_mf_{}, o_mdf_{}, o_mg_{}, o_mdg_{};
   size_t o_patches_{}, o_ptok_{}, o_res_{}, o_prenorm_{}, o_prestat_{}, o_ln1_{}, o_st1_{}, o_qkv_{}, o_att_{}, o_lse_{},

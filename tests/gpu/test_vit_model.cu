@@ -165,3 +165,16 @@ TEST_CASE("gpu vit: map pooling head (AttentionPoolLatent), registers, fc_norm, 
   m.scale_mlp_norm = true;
   compare_model(m, "map+reg+fc_norm+norms");
 }
+
+TEST_CASE("gpu vit: qk_norm with the recipe's option set (map head, registers, extra norms, no dropout)") {
+  ModelConfig m = small();
+  m.qk_norm = true;
+  m.global_pool = "map";
+  m.reg_tokens = 8;
+  m.fc_norm = "true";
+  m.pre_norm = true;
+  m.scale_attn_norm = true;
+  m.scale_mlp_norm = true;
+  m.init_variance_rescale = true;
+  compare_model(m, "recipe options (qk_norm)");
+}
