@@ -221,7 +221,7 @@ const char* variant_name(Variant v) {
 }
 
 Variant default_variant(int d) {
-  Variant v = Variant::fast;  // expected fastest (see attention_forward below); not yet timed on the H100
+  Variant v = Variant::resident;  // the measured pairing, see attention_forward below
   if (const char* env = std::getenv("VIT_ATTN_VARIANT"); env != nullptr && *env != '\0') {
     char* end = nullptr;
     const long k = std::strtol(env, &end, 10);
@@ -270,14 +270,16 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
 
 }  // namespace attn
 
-// Public API: attn::default_variant (the fused kernels where built for d, the simple ones otherwise).
-// On the H100 (2026-11-25, ViT-B B256 H12 T197 d64) the flash forward beat the resident one (217 vs 240 us)
-// while the resident backward beat the flash one (668 vs 848 us); Variant::fast pairs a re-tiled flash
-// forward (expected faster than flash: no per-block Q reloads, half the barriers) with the resident backward,
-// so it is the default. Every variant reads and writes the same out / lse. VIT_ATTN_VARIANT forces one.
+// Public API: forward and backward pick separately, by measurement on the H100 (2026-11-25, ViT-B B256 H12
+// T197 d64, docs/benchmarks.md run 4): forward flash 217 us < resident 233 < fast 244; backward resident
+// 619 us < fast 637 < flash 834. Every variant reads and writes the same out / lse, so they pair freely.
+// VIT_ATTN_VARIANT forces one variant for both; head dims without fused kernels use the simple ones.
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
                        cudaStream_t stream) {
-  attn::forward(attn::default_variant(d), out, lse, qkv, B, Tn, H, d, scale, stream);
+  attn::Variant v = attn::default_variant(d);
+  const char* env = std::getenv("VIT_ATTN_VARIANT");
+  if (v == attn::Variant::resident && (env == nullptr || *env == '\0')) v = attn::Variant::flash;
+  attn::forward(v, out, lse, qkv, B, Tn, H, d, scale, stream);
 }
 
 i64 attention_backward_workspace_bytes(int B, int Tn, int H, int d) { return attn::workspace_bytes(B, Tn, H, d); }

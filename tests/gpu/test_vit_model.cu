@@ -101,13 +101,26 @@ void compare_model(ModelConfig m, const char* what) {
   std::printf("vit %-24s logits rel err %.2e, loss %.5f vs %.5f\n", what, logit_err, gloss, closs);
   CHECK(logit_err < 3e-2);
   CHECK(std::abs(gloss - closs) / std::abs(closs) < 1e-2);
-  double worst = 0;
+  double worst = 0, gmax = 0;
+  for (const ParamSpec& P : L.params()) {
+    double n2 = 0;
+    for (int64_t k = 0; k < P.numel; ++k) n2 += (double)cstore.grad(P.name)[k] * cstore.grad(P.name)[k];
+    gmax = std::max(gmax, std::sqrt(n2));
+  }
   for (const ParamSpec& P : L.params()) {
     CAPTURE(P.name);
     std::vector<float> gg = gstore.grads(P.unit, L.units()[P.unit].numel);
     std::vector<float> a(gg.begin() + P.offset, gg.begin() + P.offset + P.numel);
     std::vector<float> b(cstore.grad(P.name), cstore.grad(P.name) + P.numel);
-    const double e = test::rel_err(a, b);
+    double num = 0, den = 0;
+    for (int64_t k = 0; k < P.numel; ++k) {
+      num += ((double)a[k] - b[k]) * ((double)a[k] - b[k]);
+      den += (double)b[k] * b[k];
+    }
+    // Relative to the tensor's own gradient, floored at 1% of the largest gradient in the model: some
+    // gradients are exactly zero in exact arithmetic (the k_norm bias: a shift shared by all keys cancels
+    // in the softmax), and there bf16 rounding noise is all there is to compare.
+    const double e = std::isfinite(num) ? std::sqrt(num) / std::max(std::sqrt(den), 1e-2 * gmax) : INFINITY;
     worst = std::max(worst, e);
     // Gradients pass through every bf16 activation gradient of the backward; 8e-2 still catches any
     // indexing or missing-term error (those give O(1)).
