@@ -14,7 +14,6 @@
 #include "engine/config.h"
 #include "engine/run.h"
 #include "engine/trainer.h"
-#include "engine/version.h"
 
 namespace vit::program {
 
@@ -74,7 +73,12 @@ inline int main(int argc, char** argv, const char* name, bool eval_only) {
       return 0;
     }
     install_stop_handlers();
-    log0(rank, std::string(name) + " (" + std::string(build_backends()) + "), " + std::to_string(world) + " rank(s), config " +
+#if defined(VIT_WITH_CUDA)
+    const char* backends = "cpu+cuda backends";
+#else
+    const char* backends = "cpu backend only";
+#endif
+    log0(rank, std::string(name) + " (" + backends + "), " + std::to_string(world) + " rank(s), config " +
                    args.config_path + "\n---- resolved config ----\n" + toml + "-------------------------");
     const std::string device = detail::pick_device(cfg.run.device, rank);
     // Ranks per machine (for CPU threads and the GPU each rank takes).
