@@ -60,6 +60,18 @@ if has attn; then
   unset VIT_ATTN_VARIANT
 fi
 
+if has parity; then
+  # timm parity on the same weights and batch: CPU backend (fp32) and CUDA backend (bf16) vs PyTorch float64.
+  PYTHONUNBUFFERED=1 timeout 500 python3 tools/parity.py "$BIN" \
+    vit_ti16:configs/vit_tiny.toml vit_s16:configs/vit_small.toml vit_b16:configs/vit_base.toml \
+    "nonsquare_p14_avg_nocls:configs/vit_small.toml:model.img_size=[252,196]|model.patch_size=14|model.class_token=false|model.global_pool=avg" \
+    "avg_nocls:configs/vit_small.toml:model.class_token=false|model.global_pool=avg" \
+    "layer_scale_1e-5:configs/vit_small.toml:model.init_values=1e-5" \
+    "qk_norm:configs/vit_small.toml:model.qk_norm=true" \
+    recipe_no_dropout:configs/vit_base_patch16_224.toml 2>&1 | tee "$LOG/parity.log" | grep PARITY
+  grep PARITY "$LOG/parity.log" >> "$SUMMARY"
+fi
+
 if has fmnist; then
   # The default `make run` job on the GPU: Fashion-MNIST to >= 91% test top-1; time-to-accuracy from the log.
   "$BIN/fmnist_convert" --in .devcarry/fmnist
@@ -104,4 +116,5 @@ if [ -n "${OUT:-}" ]; then
   [ -f "$LOG/fmnist_curves.png" ] && cp "$LOG/fmnist_curves.png" "$OUT/"
   [ -f "$LOG/fmnist/metrics.jsonl" ] && cp "$LOG/fmnist/metrics.jsonl" "$OUT/fmnist_metrics.jsonl"
   cat "$LOG"/fmnist.log "$LOG"/vitb.log > "$OUT/train.log" 2>/dev/null
+  [ -f "$LOG/parity.log" ] && cp "$LOG/parity.log" "$OUT/"
 fi
