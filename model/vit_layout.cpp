@@ -76,7 +76,8 @@ ParamLayout::ParamLayout(const ModelConfig& m) : dims_(model_dims(m)) {
   if (m.reg_tokens > 0) add("reg_token", {1, m.reg_tokens, D}, {InitKind::normal, 1e-6}, false);
   if (d.Tpos > 0) add("pos_embed", {1, d.Tpos, D}, {InitKind::trunc_normal, 0.02}, false);
   add("patch_embed.proj.weight", {D, d.C, d.p, d.p}, {InitKind::uniform, conv_bound}, true);
-  add("patch_embed.proj.bias", {D}, {InitKind::uniform, conv_bound}, false);
+  // timm builds the patch embedding without a bias when pre_norm is on (bias = not pre_norm).
+  if (!m.pre_norm) add("patch_embed.proj.bias", {D}, {InitKind::uniform, conv_bound}, false);
   if (m.pre_norm) norm("norm_pre", D);
 
   for (int l = 0; l < d.depth; ++l) {

@@ -16,7 +16,7 @@ from safetensors.torch import save_file, load_file
 
 # Tolerances (relative L2 errors). CPU backend: fp32 everywhere, so only summation order differs from the
 # float64 reference. CUDA backend: bf16 activations and weights (3 significant digits) through every layer.
-TOL = {"cpu": dict(logits=1e-4, grads=1e-4, weights=1e-4), "cuda": dict(logits=3e-2, grads=8e-2, weights=1e-3)}
+TOL = {"cpu": dict(logits=1e-4, grads=1e-4, weights=1e-5), "cuda": dict(logits=3e-2, grads=8e-2, weights=2e-3)}
 
 
 def load_cfg(path, overrides):
@@ -130,14 +130,23 @@ def run_case(bin_dir, name, cfg_path, overrides, tmp):
             eg = rel(e["grad." + n], g, 1e-2 * gmax)
             if eg > worst_g:
                 worst_g, worst_name = eg, n
-        ew = max(rel(e["after." + n], after[n]) for n in after)
-        # AdamW's first step moves each weight by about lr·sign(g): also report how far the update itself is off.
-        eu = max(rel(e["after." + n].double() - before[n], after[n] - before[n]) for n in after)
+        # AdamW's first step moves each weight by lr·g/(|g|+eps): about lr·sign(g), decided by rounding where
+        # the true gradient is ~0 (e.g. the k part of qkv.bias: a shift shared by all keys cancels in the
+        # softmax, so its gradient is exactly 0). Weights are compared where |g| >= 1e-3 of the tensor's
+        # largest gradient; the share of elements left out is reported.
+        ew, skipped, total = 0.0, 0, 0
+        for n in after:
+            g = grads[n].abs()
+            keep = g >= 1e-3 * g.max()
+            skipped += int((~keep).sum())
+            total += g.numel()
+            if keep.any():
+                ew = max(ew, rel(e["after." + n].double()[keep], after[n][keep]))
         t = TOL[dev]
         good = el < t["logits"] and eloss < t["logits"] and worst_g < t["grads"] and ew < t["weights"]
         ok &= good
         print(f"PARITY {name:28s} {dev:4s} logits {el:.2e}  loss {eloss:.2e} ({loss.item():.5f})  "
-              f"grads {worst_g:.2e} (worst {worst_name})  weights after AdamW {ew:.2e} (update {eu:.2e})  "
+              f"grads {worst_g:.2e} (worst {worst_name})  weights after AdamW {ew:.2e} ({100 * skipped / total:.3f}% tiny-g skipped)  "
               f"{'ok' if good else 'OUTSIDE TOLERANCE'}", flush=True)
     return ok
 

@@ -84,10 +84,10 @@ void check_model(const ModelConfig& m, const char* what, double tol = 1e-6) {
     const std::vector<double> numeric = test::numeric_grad(x, loss);
     std::copy(x.begin(), x.end(), live);
     const double scale = std::sqrt(test::dot(numeric, numeric));
-    if (scale < 1e-9) {
+    if (scale < 1e-6) {
       // The loss does not depend on this tensor (e.g. the k_norm bias: a shift shared by every key cancels in
       // the softmax): the analytic gradient must vanish too.
-      CHECK(std::sqrt(test::dot(analytic, analytic)) < 1e-8);
+      CHECK(std::sqrt(test::dot(analytic, analytic)) < 1e-6);
       continue;
     }
     double err = test::rel_err(analytic, numeric);
