@@ -16,7 +16,9 @@ from safetensors.torch import save_file, load_file
 
 # Tolerances (relative L2 errors). CPU backend: fp32 everywhere, so only summation order differs from the
 # float64 reference. CUDA backend: bf16 activations and weights (3 significant digits) through every layer.
-TOL = {"cpu": dict(logits=1e-4, grads=1e-4, weights=1e-5), "cuda": dict(logits=3e-2, grads=8e-2, weights=2e-3)}
+TOL = {"cpu": dict(logits=1e-4, grads=1e-4, weights=1e-5), "cuda": dict(logits=3e-2, grads=8e-2, weights=5e-3)}
+# (cuda weights: bf16 gradients are ~1-2% off, which flips the sign of Adam's first-step update lr·g/(|g|+eps)
+# on elements whose gradient is a few per cent of the tensor's largest; measured 1.3e-3 .. 2.7e-3.)
 
 
 def load_cfg(path, overrides):
@@ -137,7 +139,9 @@ def run_case(bin_dir, name, cfg_path, overrides, tmp):
         ew, skipped, total = 0.0, 0, 0
         for n in after:
             g = grads[n].abs()
-            keep = g >= 1e-3 * g.max()
+            # Elements with |g| under 1e-3 of the tensor's largest, and whole tensors whose gradient is ~0
+            # against the model's largest (k_norm.bias, exactly 0 in exact arithmetic).
+            keep = g >= max(1e-3 * g.max().item(), 1e-6 * gmax)
             skipped += int((~keep).sum())
             total += g.numel()
             if keep.any():
