@@ -23,7 +23,8 @@ ClassList train_classes(const DataConfig& dc, const std::string& train_dir, cons
 
 std::unique_ptr<Dataset> make_dataset(const DataConfig& dc, Split split, int img_h, int img_w, const LogFn& log) {
   const bool train = split == Split::train;
-  const DecodeLimits lim;
+  DecodeLimits lim;
+  lim.convert_odd = dc.convert_odd_images;
   if (dc.format == "synthetic")
     return make_synthetic_dataset(train ? dc.synthetic_samples : dc.synthetic_val_samples, dc.synthetic_classes,
                                   img_h, img_w, split);

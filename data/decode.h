@@ -23,6 +23,9 @@ struct DecodeLimits {
   int max_side = 16384;                      // pixels, either side
   int64_t max_pixels = int64_t(1) << 28;     // width × height
   size_t max_file_bytes = size_t(1) << 30;   // refuse to read larger files
+  // Files that decode only through a conversion (CMYK JPEG, 16-bit PNG, a PNG named .JPEG): skipped as bad
+  // files unless data.convert_odd_images is set, then decoded with a note.
+  bool convert_odd = false;
 };
 
 // What the header says (read without decoding pixels).

@@ -53,6 +53,11 @@ class FileDataset final : public Dataset {
     if (named != ImageFormat::unknown && named != actual)
       note = detail::cat(format_name(actual), " data in a file named as ", format_name(named),
                          ", decoded by content", note.empty() ? "" : "; ", note);
+    if (!note.empty() && !lim_.convert_odd) {
+      why = note + ": skipped (set data.convert_odd_images = true to decode such files)";
+      note.clear();
+      return false;
+    }
     view = s.decoded.view();
     return true;
   }

@@ -73,6 +73,7 @@ struct DataConfig {
   std::string val_path = "";
   std::string class_map = "";        // words.txt / wnids.txt style file ("" = classes from the folders)
   std::vector<std::string> classes;  // class filter (empty = all)
+  bool convert_odd_images = false;   // decode CMYK JPEG / 16-bit PNG / misnamed files instead of skipping
   int num_workers = 4;
   int prefetch = 4;                  // batches decoded ahead
   int synthetic_samples = 2048;      // synthetic: images per epoch

@@ -425,6 +425,8 @@ std::vector<Field> build_fields() {
   f.push_back(int_field("data.num_workers", VIT_MEMBER(data.num_workers), 0, 256, "decode threads"));
   f.push_back(int_field("data.prefetch", VIT_MEMBER(data.prefetch), 1, 256, "batches decoded ahead"));
   f.push_back(int_field("data.synthetic_samples", VIT_MEMBER(data.synthetic_samples), 1, kIntMax, "synthetic: images per epoch"));
+  f.push_back(bool_field("data.convert_odd_images", VIT_MEMBER(data.convert_odd_images),
+                         "decode CMYK JPEGs, 16-bit PNGs and misnamed files (else skipped as bad files)"));
   f.push_back(int_field("data.synthetic_classes", VIT_MEMBER(data.synthetic_classes), 1, 1 << 20, "synthetic: number of classes"));
   f.push_back(int_field("data.synthetic_val_samples", VIT_MEMBER(data.synthetic_val_samples), 1, kIntMax,
                         "synthetic: validation images"));

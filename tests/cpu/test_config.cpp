@@ -188,6 +188,7 @@ TEST_CASE("config: every key is reachable by an override that changes only that 
       {"data.prefetch", {"data.prefetch=1"}},
       {"data.synthetic_samples", {"data.synthetic_samples=10"}},
       {"data.synthetic_classes", {"data.synthetic_classes=3"}},
+      {"data.convert_odd_images", {"data.convert_odd_images=true"}},
       {"data.synthetic_val_samples", {"data.synthetic_val_samples=7"}},
       {"data.transforms.scale", {"data.transforms.scale=[0.5, 1.0]"}},
       {"data.transforms.ratio", {"data.transforms.ratio=[1, 1]"}},

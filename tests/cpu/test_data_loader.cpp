@@ -266,6 +266,7 @@ TEST_CASE("data loader: bad files are skipped with a warning naming them, counte
   dc.train_path = t.path;
   dc.val_path = t.path;
   dc.transforms.hflip = 0.5;
+  dc.convert_odd_images = true;  // here the oddities are decoded; by default they are skipped (next test)
   const size_t sf = 3 * 12 * 12;
   std::vector<Copy> ref;
   for (int workers : {0, 3}) {
@@ -343,4 +344,35 @@ TEST_CASE("data loader: batch memory comes from the allocator callback, once per
     CHECK(l.dataset_size() == 20);
   }
   CHECK(frees == 3);
+}
+
+TEST_CASE("data loader: by default CMYK JPEG, 16-bit PNG and a PNG named .JPEG are skipped as bad files, named") {
+  TempDir t;
+  auto pix = [](int seed) {
+    return make_pixels(20, 14, 3, [&](int x, int y, int c) { return (seed * 40 + x * 9 + y * 5 + c * 60) % 256; });
+  };
+  for (int i = 0; i < 2; ++i) write_bytes(t / ("a/good" + std::to_string(i) + ".png"), stb_png(20, 14, 3, pix(i)));
+  write_bytes(t / "a/png_named.JPEG", stb_png(20, 14, 3, pix(7)));
+  write_bytes(t / "a/cmyk.jpg", flat_jpeg(24, 16, 4, false, [](int c, int bx, int by) { return 100 + 30 * c + bx + by; }));
+  write_bytes(t / "a/deep16.png", png16(20, 14, 3, [](int x, int y, int c) { return x * 3000 + y * 200 + c * 9000; }));
+  vit::DataConfig dc;
+  dc.format = "folder";
+  dc.train_path = t.path;
+  dc.num_workers = 0;
+  std::vector<std::string> logs;
+  LogFn log = [&](const std::string& s) { logs.push_back(s); };
+  Loader l(dc, 3, 12, 12, Split::train, 0, 1, 5, 3, {}, log);
+  for (int i = 0; i < 2; ++i) {
+    const Batch& b = l.next();
+    for (int j = 0; j < b.size; ++j) CHECK((b.valid[j] == 1 && b.labels[j] == 0));
+  }
+  CHECK(l.bad_files() == 3);
+  CHECK(l.converted_files() == 0);
+  for (const char* f : {"png_named.JPEG", "cmyk.jpg", "deep16.png"}) {
+    CAPTURE(f);
+    CHECK(std::count_if(logs.begin(), logs.end(), [&](const std::string& s) {
+            return s.find("warning") != std::string::npos && s.find(f) != std::string::npos &&
+                   s.find("data.convert_odd_images") != std::string::npos;
+          }) == 1);
+  }
 }
