@@ -21,6 +21,7 @@
 #include "engine/checkpoint_dir.h"
 #include "engine/comm.h"
 #include "engine/config.h"
+#include "engine/eval_metrics.h"
 #include "engine/fsdp.h"
 #include "engine/lr_schedule.h"
 #include "engine/train_step.h"
@@ -233,7 +234,8 @@ class Trainer {
                      {[this](size_t n) { return ops_.alloc_host(n); }, [this](void* p) { ops_.free_host(p); }},
                      [](const std::string&) {});
     std::vector<typename Ops::Act> logits((size_t)B * d.K);
-    double sums[4] = {0, 0, 0, 0};  // loss, top1, top5, count
+    std::vector<float> lf(logits.size());
+    EvalSums es;
     for (int64_t i = 0; i < val.steps_per_epoch(); ++i) {
       ops_.wait_uploads();
       const data::Batch& b = val.next();
@@ -243,23 +245,10 @@ class Trainer {
       model_->forward(*store_, images_[0], nullptr, b.size, ctx);
       ops_.mark_consumed(0);
       ops_.download(logits.data(), model_->logits(), (size_t)b.size * d.K * sizeof(logits[0]));
-      for (int r = 0; r < b.size; ++r) {
-        if (!b.valid[r] || b.labels[r] < 0 || b.labels[r] >= d.K) continue;
-        const auto* row = logits.data() + (size_t)r * d.K;
-        double mx = -INFINITY;
-        for (int k = 0; k < d.K; ++k) mx = std::max(mx, (double)to_double(row[k]));
-        double se = 0;
-        for (int k = 0; k < d.K; ++k) se += std::exp((double)to_double(row[k]) - mx);
-        const double ly = to_double(row[b.labels[r]]);
-        sums[0] += (mx + std::log(se)) - ly;
-        int above = 0;  // classes strictly more likely than the label: ties count against the label
-        for (int k = 0; k < d.K; ++k)
-          if (k != b.labels[r] && to_double(row[k]) >= ly) ++above;
-        sums[1] += above < 1;
-        sums[2] += above < 5;
-        sums[3] += 1;
-      }
+      for (size_t k = 0; k < (size_t)b.size * d.K; ++k) lf[k] = (float)to_double(logits[k]);
+      accumulate_eval(es, lf.data(), b.labels, b.valid, b.size, d.K);
     }
+    double sums[4] = {es.loss, es.top1, es.top5, es.count};
     MPI_Allreduce(MPI_IN_PLACE, sums, 4, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     EvalResult e;
     e.count = (int64_t)sums[3];

@@ -96,4 +96,22 @@ st=$(ls "$T/ck_term" | grep -o 'step_[0-9]*' | sort -t_ -k2 -n | tail -1)
   run.output_dir="$T/term2" > "$T/term2.log" 2>&1 || fail "resume after SIGTERM"
 grep -q "resumed from .*$st" "$T/term2.log" || fail "did not resume from the SIGTERM checkpoint"
 echo "ok: SIGTERM -> committed $st, resumed from it"
+# 6. evaluation (vit_eval) of a checkpoint: 37 validation images do not divide by 2 ranks x 8: the padded
+# slots are not counted, and 1 and 2 ranks give the same sums
+for np in 1 2; do
+  if [ "$np" = 1 ]; then "$B/vit_eval" "$CFG" data.synthetic_val_samples=37 training.checkpoint.path="$T/ck_straight1" \
+      run.output_dir="$T/ev1" > "$T/ev1.log" 2>&1 || { cat "$T/ev1.log"; fail "vit_eval"; }
+  else mpirun --oversubscribe -np 2 "$B/vit_eval" "$CFG" data.synthetic_val_samples=37 \
+      training.checkpoint.path="$T/ck_straight1" run.output_dir="$T/ev2" > "$T/ev2.log" 2>&1 || { cat "$T/ev2.log"; fail "vit_eval 2 ranks"; }; fi
+done
+e1=$(grep '^{"step"' "$T/ev1.log"); e2=$(grep '^{"step"' "$T/ev2.log")
+echo "$e1" | grep -q '"val_count": 37' || fail "vit_eval did not count 37 images: $e1"
+python3 - "$e1" "$e2" <<'PY' || fail "evaluation differs between 1 and 2 ranks: $e1 / $e2"
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+assert a["val_count"] == b["val_count"] == 37 and a["step"] == b["step"] == 20
+for k in ("val_loss", "val_top1", "val_top5"):
+    assert abs(a[k] - b[k]) <= 1e-6 * max(1.0, abs(a[k])), k
+PY
+echo "ok: vit_eval on 1 and 2 ranks: $e1"
 echo "train_resume: all checks passed"
