@@ -63,6 +63,12 @@ class Trainer {
           bool eval_only = false)
       : cfg_(cfg), cfg_toml_(cfg_toml), ops_(ops), rank_(rank), world_(world), layout_(cfg.model) {
     const Strategy st = parse_strategy(cfg.distributed.strategy);
+    // Options in the schema that this build does not implement yet are refused, never silently ignored.
+    VIT_REQUIRE(cfg.distributed.grad_reduce_dtype == "fp32", "distributed.grad_reduce_dtype = \"",
+                cfg.distributed.grad_reduce_dtype, "\" is not implemented yet: use \"fp32\"");
+    VIT_REQUIRE(cfg.distributed.outer_strategy == "replicate" || cfg.distributed.dp_outer <= 1,
+                "distributed.outer_strategy = \"", cfg.distributed.outer_strategy,
+                "\" (optimizer sharded over the outer groups) is not implemented yet: use \"replicate\"");
     store_ = std::make_unique<FsdpStore<Ops>>(layout_, ops_, *groups.shard, groups.outer, st);
     const TrainingConfig& t = cfg.training;
     model_ = std::make_unique<ViT<Ops>>(cfg.model, layout_, ops_, t.micro_batch_size);

@@ -255,6 +255,7 @@ class ViT {
     };
     no(mc_.global_pool == "none", "global_pool = \"none\"");
     no(mc_.patch_drop_rate > 0, "patch_drop_rate");
+    no(!mc_.weight_init.empty(), "weight_init (only timm's default \"\" is implemented)");
     no(mc_.attn_drop_rate > 0, "attn_drop_rate");
     VIT_REQUIRE(d_.K > 0, "model.num_classes must be >= 1 for training");
     VIT_REQUIRE(mc_.global_pool != "token" || d_.cls || mc_.reg_tokens > 0,
