@@ -312,6 +312,7 @@ class Trainer {
     const int64_t loader[2] = {ls.epoch, ls.step_in_epoch};
     w.add<int64_t>("loader", std::span<const int64_t>(loader, 2));
     w.write();
+    maybe_inject_fault(rank_, step, "checkpoint");
     MPI_Barrier(MPI_COMM_WORLD);  // every rank's file is durable before the marker
     if (rank_ == 0) {
       std::map<std::string, double> metrics;

@@ -42,13 +42,19 @@ void Watchdog::run() {
   }
 }
 
-void maybe_inject_fault(int rank, int64_t step) {
+void maybe_inject_fault(int rank, int64_t step, const char* where) {
   const char* f = std::getenv("VIT_TEST_FAULT");
   if (!f || !*f) return;
   char kind[16] = {};
   int r = -1;
   long long s = -1;
   if (std::sscanf(f, "%15[a-z]:%d:%lld", kind, &r, &s) != 3 || r != rank || s != step) return;
+  const bool in_ckpt = std::strcmp(where, "checkpoint") == 0;
+  if ((std::strcmp(kind, "ckptcrash") == 0) != in_ckpt) return;
+  if (in_ckpt) {
+    std::fprintf(stderr, "rank %d: VIT_TEST_FAULT: dying inside the checkpoint of step %lld\n", rank, s);
+    std::_Exit(9);
+  }
   if (std::strcmp(kind, "exit") == 0) {
     std::fprintf(stderr, "rank %d: VIT_TEST_FAULT: exiting at step %lld\n", rank, s);
     std::_Exit(9);

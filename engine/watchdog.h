@@ -34,8 +34,10 @@ class Watchdog {
   std::thread thread_;
 };
 
-// Test hook for the fault tests (tests/cli/faults.sh): VIT_TEST_FAULT="stall:RANK:STEP" makes that rank hang
-// at that step, "exit:RANK:STEP" makes it die. No effect when the variable is unset.
-void maybe_inject_fault(int rank, int64_t step);
+// Test hook for the fault tests (tests/cli/faults.sh, tests/cli/train_resume.sh): VIT_TEST_FAULT=
+// "stall:RANK:STEP" makes that rank hang at that step, "exit:RANK:STEP" makes it die there, and
+// "ckptcrash:RANK:STEP" kills it inside the checkpoint of that step, after its file is written and before
+// the commit. `where` is "step" or "checkpoint". No effect when the variable is unset.
+void maybe_inject_fault(int rank, int64_t step, const char* where = "step");
 
 }  // namespace vit

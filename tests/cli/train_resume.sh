@@ -82,6 +82,18 @@ grep -q "warning: .*step_20" "$T/bad.log" || { cat "$T/bad.log"; fail "no warnin
 grep -q "resumed from .*step_10" "$T/bad.log" || fail "did not fall back to step_10"
 echo "ok: damaged step_20 skipped with a warning, resumed from step_10"
 
+# 4b. a process killed inside a checkpoint (its file written, no commit yet): the next run resumes from the
+# previous committed step and re-saves the interrupted one
+VIT_TEST_FAULT=ckptcrash:0:20 "$B/vit_train" "$CFG" $COMMON training.checkpoint.path="$T/ck_crash" \
+  run.output_dir="$T/crash" > "$T/crash.log" 2>&1 && fail "the crash hook did not fire"
+[ -f "$T/ck_crash/step_10/COMMITTED" ] || fail "step_10 not committed before the crash"
+[ -d "$T/ck_crash/step_20" ] && [ ! -f "$T/ck_crash/step_20/COMMITTED" ] || fail "expected an uncommitted step_20"
+run crash2 1 training.checkpoint.path="$T/ck_crash" || { cat "$T/crash2.log"; fail "run after the crash"; }
+grep -q "resumed from .*step_10" "$T/crash2.log" || { cat "$T/crash2.log"; fail "did not resume from step_10 after the crash"; }
+[ -f "$T/ck_crash/step_20/COMMITTED" ] || fail "step_20 not committed by the rerun"
+cmp "$T/ck_straight1/step_20/rank_0.bin" "$T/ck_crash/step_20/rank_0.bin" || fail "rerun after the crash differs from the straight run"
+echo "ok: killed inside checkpoint 20 -> resumed from step_10, step_20 re-saved identical to the straight run"
+
 # 5. SIGTERM: finish the step, checkpoint, exit 0; the next run continues from there
 "$B/vit_train" "$CFG" training.steps=100000 training.log_interval=1 training.val_interval=0 \
   training.checkpoint.path="$T/ck_term" run.output_dir="$T/term" > "$T/term.log" 2>&1 &
