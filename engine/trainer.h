@@ -200,7 +200,10 @@ class Trainer {
       const bool ckpt_due = !ckpt_root.empty() &&
                             ((t.checkpoint.interval > 0 && (step + 1) % t.checkpoint.interval == 0) || last || stop);
       watchdog.beat(fmt("step %lld: stop-flag all-reduce / checkpoint", (long long)(step + 1)));
-      if (ckpt_due) save(ckpt_root, step + 1, have_eval ? &last_eval : nullptr);
+      if (ckpt_due) {
+        save(ckpt_root, step + 1, have_eval ? &last_eval : nullptr);
+        t_last = clock::now();  // checkpoint time is not training throughput either
+      }
       if (stop) {
         log0(rank_, fmt("%s: %s step %lld, exiting", stop == 2 ? "training.stop_after_steps reached" : "stop signal received",
                         ckpt_root.empty() ? "no checkpoint path, not saved at" : "checkpointed", (long long)(step + 1)));
