@@ -5,7 +5,7 @@ CUDA    ?= $(firstword $(wildcard /usr/local/cuda/bin/nvcc) $(shell command -v n
 CONFIG  ?=
 # Debian packages the engine needs; `make deps` installs only the missing ones.
 DEB_PKGS := cmake g++ make libopenmpi-dev openmpi-bin libstb-dev libtomlplusplus-dev doctest-dev \
-            zlib1g-dev libomp-dev dataset-fashion-mnist
+            zlib1g-dev libomp-dev dataset-fashion-mnist python3
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=Release $(if $(CUDA),-DCMAKE_CUDA_COMPILER=$(CUDA) -DVIT_WITH_CUDA=ON,-DVIT_WITH_CUDA=OFF) $(EXTRA_CMAKE)
 
