@@ -17,6 +17,7 @@
 #include "kernels/gelu.h"
 #include "kernels/layernorm.h"
 #include "kernels/linear.h"
+#include "kernels/patch_drop.h"
 #include "kernels/patch_embed.h"
 #include "kernels/pool.h"
 #include "kernels/qk_norm.h"
@@ -94,6 +95,15 @@ struct CpuOps {
   void attention_backward(Act* dqkv, const Act* dout, const Act* qkv, const Act* out, const Stat* lse, int B, int Tn, int H,
                           int d, double scale) {
     ref::attention_backward<T>(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale);
+  }
+  void patch_keep_indices(int* idx, int B, int Np, int keep, uint64_t seed, uint64_t site) {
+    ref::patch_keep_indices(idx, B, Np, keep, seed, site);
+  }
+  void patch_drop_forward(Act* out, const Act* x, const int* idx, int B, int prefix, int Np, int keep, int D) {
+    ref::patch_drop_forward<T>(out, x, idx, B, prefix, Np, keep, D);
+  }
+  void patch_drop_backward(Act* dx, const Act* dout, const int* idx, int B, int prefix, int Np, int keep, int D) {
+    ref::patch_drop_backward<T>(dx, dout, idx, B, prefix, Np, keep, D);
   }
   void qk_norm_forward(Act* out, Stat* mean, Stat* rstd, const Act* qkv, const Param* qw, const Param* qb,
                        const Param* kw, const Param* kb, i64 BT, int H, int hd) {

@@ -20,6 +20,7 @@
 #include "kernels/layernorm.h"
 #include "kernels/linear.h"
 #include "kernels/linear_small.h"
+#include "kernels/patch_drop.h"
 #include "kernels/patch_embed.h"
 #include "kernels/pool.h"
 #include "kernels/qk_norm.h"
@@ -196,6 +197,15 @@ struct CudaOps {
                           int H, int d, double scale) {
     VIT_ASSERT(gpu::attention_backward_workspace_bytes(B, Tn, H, d) <= workspace_bytes_, "workspace not prepared");
     gpu::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, (float)scale, workspace_, stream_);
+  }
+  void patch_keep_indices(int* idx, int B, int Np, int keep, uint64_t seed, uint64_t site) {
+    gpu::patch_keep_indices(idx, B, Np, keep, seed, site, stream_);
+  }
+  void patch_drop_forward(Act* out, const Act* x, const int* idx, int B, int prefix, int Np, int keep, int D) {
+    gpu::patch_drop_forward(out, x, idx, B, prefix, Np, keep, D, stream_);
+  }
+  void patch_drop_backward(Act* dx, const Act* dout, const int* idx, int B, int prefix, int Np, int keep, int D) {
+    gpu::patch_drop_backward(dx, dout, idx, B, prefix, Np, keep, D, stream_);
   }
   void qk_norm_forward(Act* out, Stat* mean, Stat* rstd, const Act* qkv, const Param* qw, const Param* qb,
                        const Param* kw, const Param* kb, i64 BT, int H, int hd) {

@@ -122,6 +122,16 @@ struct Nodes {
     void backward(Ops&) {}
   };
 
+  // timm PatchDropout: keep a random subset of each sample's patch tokens (indices drawn in forward).
+  struct PatchDrop {
+    A* out; const A* x; int* idx; int B, prefix, Np, keep, D; uint64_t seed, site;
+    A* dout; A* dx;
+    void forward(Ops& o) {
+      o.patch_keep_indices(idx, B, Np, keep, seed, site);
+      o.patch_drop_forward(out, x, idx, B, prefix, Np, keep, D);
+    }
+    void backward(Ops& o) { o.patch_drop_backward(dx, dout, idx, B, prefix, Np, keep, D); }
+  };
   // timm qk_norm: LayerNorm over the head dim of q and k inside the qkv tensor (v passes through).
   struct QkNorm {
     A* out; S* mean; S* rstd; const A* qkv; const P* qw; const P* qb; const P* kw; const P* kb; i64 BT; int H, hd;
@@ -159,7 +169,7 @@ struct Nodes {
   };
 
   using Node = std::variant<Unit, PatchEmbed, Embed, LayerNorm, Linear, Attention, Gelu, Add, LayerScale, Dropout,
-                            DropPath, Pool, SoftmaxXent, Broadcast, CrossAttention, TokenSlice, QkNorm>;
+                            DropPath, Pool, SoftmaxXent, Broadcast, CrossAttention, TokenSlice, QkNorm, PatchDrop>;
 };
 
 template <class Ops>

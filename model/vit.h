@@ -14,6 +14,7 @@
 #include "engine/memory_plan.h"
 #include "engine/rng.h"
 #include "engine/tape.h"
+#include "kernels/patch_drop.h"
 #include "model/vit_layout.h"
 
 namespace vit {
@@ -75,12 +76,17 @@ class ViT {
   void forward(ParamStore<Ops>& store, const float* images, const int* labels, int n, const StepContext& ctx) {
     VIT_ASSERT(n >= 1 && n <= B_);
     const ModelDims& d = d_;
-    const i64 rows = (i64)n * d.T;
     const i64 D = d.D;
     tape_.start(ctx.train);
     const uint64_t dseed = rng::mix64(ctx.seed ^ rng::mix64((uint64_t)ctx.step * 1024 + (uint64_t)ctx.micro));
     store_ = &store;
     const bool train = ctx.train;
+    // Patch dropout (training only) shortens the sequence: T_ is the token count from there on.
+    const bool pdrop = train && mc_.patch_drop_rate > 0;
+    const int keep = pdrop ? patch_drop_keep(d.Np, mc_.patch_drop_rate) : d.Np;
+    T_ = d.prefix + keep;
+    const i64 rows_full = (i64)n * d.T;
+    const i64 rows = (i64)n * T_;
     auto drop = [&](A* x, A* dx, i64 count, double p, uint64_t site) {
       if (train && p > 0) tape_.run(typename Nd::Dropout{x, x, count, (float)p, dseed, site, dx, dx});
     };
@@ -92,19 +98,32 @@ class ViT {
                                       prm("patch_embed.proj.bias"), buf<A>(o_dptok_), grd("patch_embed.proj.weight"),
                                       grd("patch_embed.proj.bias"), n, d.C, d.H, d.W, d.p, d.D});
     EmbedShape es{n, d.Np, d.D, mc_.reg_tokens, d.cls, mc_.no_embed_class};
-    A* x = res(0);
     A* dres = buf<A>(o_dres_);
-    // With norm_pre, the embedding's output feeds that norm, whose input gradient goes to the norm-out
-    // gradient buffer (free by then); without it the embedding output is the residual stream itself.
-    A* dx0 = mc_.pre_norm ? buf<A>(o_dsm_) : dres;
-    tape_.run(typename Nd::Embed{x, ptok, prm("cls_token"), prm("reg_token"), d.Tpos ? prm("pos_embed") : nullptr, es,
-                                 dx0, buf<A>(o_dptok_), grd("cls_token"), grd("reg_token"),
+    A* dsm = buf<A>(o_dsm_);
+    // Gradient buffers, chosen so nothing in flight is overwritten: the tensor that starts the residual stream
+    // has its gradient in dres; a tensor in front of norm_pre or patch dropout gets the other of (dres, dsm).
+    //   plain:               embed -> [x = res0]                       dx0 = dres
+    //   pre_norm:            embed -> x -> norm_pre -> res             dx0 = dsm
+    //   patch drop:          embed -> xe -> drop -> [res0]             dxe = dsm
+    //   patch drop+pre_norm: embed -> xe -> drop -> xp -> norm_pre     dxp = dsm, dxe = dres
+    A* xe = pdrop ? buf<A>(o_embed_) : res(0);
+    A* dxe = pdrop ? (mc_.pre_norm ? dres : dsm) : (mc_.pre_norm ? dsm : dres);
+    tape_.run(typename Nd::Embed{xe, ptok, prm("cls_token"), prm("reg_token"), d.Tpos ? prm("pos_embed") : nullptr, es,
+                                 dxe, buf<A>(o_dptok_), grd("cls_token"), grd("reg_token"),
                                  d.Tpos ? grd("pos_embed") : nullptr});
-    drop(x, dx0, rows * D, mc_.pos_drop_rate, site(-1, 0));
+    drop(xe, dxe, rows_full * D, mc_.pos_drop_rate, site(-1, 0));
+    A* x = xe;
+    A* dx = dxe;
+    if (pdrop) {
+      x = res(0);
+      dx = mc_.pre_norm ? dsm : dres;
+      tape_.run(typename Nd::PatchDrop{x, xe, buf<int>(o_keep_), n, d.prefix, d.Np, keep, d.D, dseed, site(-1, 8), dx,
+                                       dxe});
+    }
     if (mc_.pre_norm) {
       A* xn = buf<A>(o_prenorm_);
       tape_.run(typename Nd::LayerNorm{xn, buf<S>(o_prestat_), buf<S>(o_prestat_) + rows, x, prm("norm_pre.weight"),
-                                       prm("norm_pre.bias"), rows, d.D, 1e-6, dres, dx0,
+                                       prm("norm_pre.bias"), rows, d.D, 1e-6, dres, dx,
                                        grd("norm_pre.weight"), grd("norm_pre.bias"), false});
       x = xn;
     }
@@ -142,7 +161,7 @@ class ViT {
       }
       A* att = lbuf<A>(o_att_, l);
       A* datt = buf<A>(o_dsm2_);
-      tape_.run(typename Nd::Attention{att, lbuf<S>(o_lse_, l), att_in, n, d.T, d.heads, d.hd,
+      tape_.run(typename Nd::Attention{att, lbuf<S>(o_lse_, l), att_in, n, T_, d.heads, d.hd,
                                        1.0 / std::sqrt((double)d.hd), datt, datt_in});
       // attention branch: proj -> proj_drop -> ls1 -> drop_path, then the residual add
       A* h = lbuf<A>(o_h_, l);
@@ -211,10 +230,10 @@ class ViT {
       // first writer of the residual gradient in backward: acc = false
       tape_.run(typename Nd::LayerNorm{xn, st, st + rows, x, prm("norm.weight"), prm("norm.bias"), rows, d.D, 1e-6,
                                        buf<A>(o_dsm_), dres, grd("norm.weight"), grd("norm.bias"), false});
-      tape_.run(typename Nd::Pool{pooled, xn, n, d.T, d.D, mode, d.prefix, dpooled, buf<A>(o_dsm_)});
+      tape_.run(typename Nd::Pool{pooled, xn, n, T_, d.D, mode, d.prefix, dpooled, buf<A>(o_dsm_)});
     } else {
       // the pool's backward writes the whole residual gradient (zeros where it did not read)
-      tape_.run(typename Nd::Pool{pooled, x, n, d.T, d.D, mode, d.prefix, dpooled, dres});
+      tape_.run(typename Nd::Pool{pooled, x, n, T_, d.D, mode, d.prefix, dpooled, dres});
       if (has_norm) {
         // token pooling: norm(x)[:, 0] == norm(x[:, 0]), so normalise only the pooled rows
         A* pn = buf<A>(o_pn_);
@@ -254,7 +273,6 @@ class ViT {
       VIT_REQUIRE(!cond, "model.", key, " is not supported by this build yet (see the model-options issue): turn it off");
     };
     no(mc_.global_pool == "none", "global_pool = \"none\"");
-    no(mc_.patch_drop_rate > 0, "patch_drop_rate");
     no(!mc_.weight_init.empty(), "weight_init (only timm's default \"\" is implemented)");
     no(mc_.attn_drop_rate > 0, "attn_drop_rate");
     VIT_REQUIRE(d_.K > 0, "model.num_classes must be >= 1 for training");
@@ -276,7 +294,8 @@ class ViT {
   //   q = Wq·latent, kv = Wkv·x[:, prefix:], a = softmax(q kᵀ/√d) v, p = Wproj·a, out = p + mlp(norm(p)).
   void map_head(A* x, A* dres, int n, bool has_norm) {
     const ModelDims& d = d_;
-    const i64 rows = (i64)n * d.T, D = d.D;
+    const i64 rows = (i64)n * T_, D = d.D;
+    const int Np = T_ - d.prefix;  // patch tokens left after patch dropout
     A* xin = x;
     A* dxin = dres;
     if (has_norm) {  // final norm over every token before pooling; first writer of the residual gradient
@@ -288,7 +307,7 @@ class ViT {
     }
     A* xs = buf<A>(o_mxs_);
     A* dxs = buf<A>(o_mdxs_);
-    tape_.run(typename Nd::TokenSlice{xs, xin, n, d.T, d.prefix, d.D, dxs, dxin});
+    tape_.run(typename Nd::TokenSlice{xs, xin, n, T_, d.prefix, d.D, dxs, dxin});
     A* qin = buf<A>(o_mqin_);
     A* dqin = buf<A>(o_mdqin_);
     tape_.run(typename Nd::Broadcast{qin, prm("attn_pool.latent"), n, 1, d.D, dqin, grd("attn_pool.latent")});
@@ -298,11 +317,11 @@ class ViT {
                                   grd("attn_pool.q.weight"), grd("attn_pool.q.bias"), false});
     A* kv = buf<A>(o_mkv_);
     A* dkv = buf<A>(o_mdkv_);
-    tape_.run(typename Nd::Linear{kv, xs, prm("attn_pool.kv.weight"), prm("attn_pool.kv.bias"), (i64)n * d.Np, d.D,
+    tape_.run(typename Nd::Linear{kv, xs, prm("attn_pool.kv.weight"), prm("attn_pool.kv.bias"), (i64)n * Np, d.D,
                                   2 * d.D, dkv, dxs, grd("attn_pool.kv.weight"), grd("attn_pool.kv.bias"), false});
     A* a = buf<A>(o_ma_);
     A* da = buf<A>(o_mda_);
-    tape_.run(typename Nd::CrossAttention{a, buf<S>(o_mlse_), q, kv, n, 1, d.Np, d.heads, d.hd,
+    tape_.run(typename Nd::CrossAttention{a, buf<S>(o_mlse_), q, kv, n, 1, Np, d.heads, d.hd,
                                           1.0 / std::sqrt((double)d.hd), da, dq, dkv});
     A* p = buf<A>(o_mp_);
     A* dp = buf<A>(o_mdres_);  // p feeds the residual add: its gradient is the head residual gradient
@@ -326,7 +345,7 @@ class ViT {
     tape_.run(typename Nd::Add{buf<A>(o_mout_), p, m, (i64)n * D, dp, dp, dp});
   }
 
-  // Dropout sites (RNG streams): kind 0 pos_drop, 1 mlp drop1, 2 attn proj_drop, 3 mlp drop2,
+  // Dropout sites (RNG streams): kind 0 pos_drop, 1 mlp drop1, 2 attn proj_drop, 3 mlp drop2, 8 patch_drop,
   // 4 drop_path attn, 5 drop_path mlp, 6 head_drop; layer -1 outside the blocks.
   static uint64_t site(int layer, int kind) { return (uint64_t)(layer + 1) * 16 + (uint64_t)kind + 1; }
 
@@ -369,7 +388,7 @@ class ViT {
     }
     if (has_dp) {
       const double rate = mc_.drop_path_rate * l / std::max(1, d.depth - 1);  // timm's linear decay rule
-      tape_.run(typename Nd::DropPath{cur, cur, n, (i64)d.T * d.D, (float)rate, dseed, site(l, 3 + which), dres,
+      tape_.run(typename Nd::DropPath{cur, cur, n, (i64)T_ * d.D, (float)rate, dseed, site(l, 3 + which), dres,
                                       g_after_dp});
     }
     tape_.run(typename Nd::Add{y, x_in, cur, rows * d.D, dres, dres, dres});
@@ -399,6 +418,10 @@ class ViT {
     const bool ls = mc_.init_values > 0;
     o_patches_ = add("patches", rowsP * d.C * d.p * d.p * a);
     o_ptok_ = add("patch_tokens", rowsP * D * a);
+    if (mc_.patch_drop_rate > 0) {
+      o_embed_ = add("embedded tokens (before patch dropout)", rows * D * a);
+      o_keep_ = add("patch dropout indices", rowsP * sizeof(int));
+    }
     o_res_ = add("residual stream", rows * D * a, L + 1);
     if (mc_.pre_norm) {
       o_prenorm_ = add("norm_pre out", rows * D * a);
@@ -477,10 +500,12 @@ class ViT {
   Tape<Ops> tape_;
   const int B_;
   int n_ = 0;
+  int T_ = 0;  // tokens per image in the current forward (fewer with patch dropout)
   ParamStore<Ops>* store_ = nullptr;
   MemoryPlan plan_;
   std::map<size_t, size_t> slots_;
   char* arena_ = nullptr;
+  size_t o_embed_{}, o_keep_{};
   size_t o_an_{}, o_anst_{}, o_mn_{}, o_mnst_{}, o_qkn_{}, o_qkst_{}, o_dqkv2_{};
   size_t o_mxs_{}, o_mdxs_{}, o_mkv_{}, o_mdkv_{}, o_mqin_{}, o_mdqin_{}, o_mq_{}, o_mdq_{}, o_ma_{}, o_mda_{}, o_mp_{},
       o_mpn_{}, o_mdpn_{}, o_mm_{}, o_mout_{}, o_mdres_{}, o_mlse_{}, o_mpnst_{}, o_mf_{}, o_mdf_{}, o_mg_{}, o_mdg_{};

@@ -176,3 +176,16 @@ TEST_CASE("vit gradcheck: qk_norm alone, and the recipe's full option set (dropo
   m.drop_rate = m.pos_drop_rate = m.proj_drop_rate = m.drop_path_rate = 0.1;
   check_model(m, "recipe options");
 }
+
+TEST_CASE("vit gradcheck: patch dropout (with registers, pre_norm, map head) and every other dropout") {
+  ModelConfig m = tiny_model();
+  m.img_size = {12, 16};  // 3 x 4 = 12 patches
+  m.patch_drop_rate = 0.4;
+  m.reg_tokens = 1;
+  check_model(m, "patch_drop");
+  m.pre_norm = true;
+  m.global_pool = "map";
+  m.fc_norm = "true";
+  m.pos_drop_rate = m.proj_drop_rate = m.drop_path_rate = 0.2;
+  check_model(m, "patch_drop+pre_norm+map+dropouts");
+}

@@ -191,3 +191,13 @@ TEST_CASE("gpu vit: qk_norm with the recipe's option set (map head, registers, e
   m.init_variance_rescale = true;
   compare_model(m, "recipe options (qk_norm)");
 }
+
+TEST_CASE("gpu vit: patch dropout with registers and the map head (same RNG indices as the CPU)") {
+  ModelConfig m = small();
+  m.patch_drop_rate = 0.3;
+  m.reg_tokens = 2;
+  m.global_pool = "map";
+  m.fc_norm = "true";
+  m.pre_norm = true;
+  compare_model(m, "patch_drop+reg+map");
+}
