@@ -131,18 +131,8 @@ class FsdpStore final : public ParamStore<Ops> {
 
   // After the master weights changed (init, load, optimizer step): refresh what forward reads.
   void publish_params() {
-    for (size_t u = 0; u < padded_.size(); ++u) {
-      const Range o = opt_range_[u];
-      if (st_ == Strategy::optim_grads_params) {
-        ops_.master_to_param(pshard_[u], master_[u], o.size());
-      } else if (st_ == Strategy::no_shard) {
-        ops_.master_to_param(full_p_[u], master_[u], o.size());
-      } else {
-        ops_.master_to_param(full_p_[u] + o.begin, master_[u], o.size());
-        shard_.allgather(full_p_[u], full_p_[u] + o.begin, o.size(), dtype_of<P>());
-      }
-    }
-    resident_[0] = resident_[1] = -1;
+    for (size_t u = 0; u < padded_.size(); ++u) ops_.master_to_param(param_copy((int)u), master_[u], opt_range_[u].size());
+    share_params();
   }
 
   // ---- ParamStore ----
@@ -211,14 +201,33 @@ class FsdpStore final : public ParamStore<Ops> {
         AdamWParams ap = base;
         if (!decay) ap.weight_decay = 0;
         const int64_t k = b - o.begin;
-        ops_.adamw(master_[u] + k, nullptr, opt_grad((int)u) + k, adam_m_[u] + k, adam_v_[u] + k, e - b, ap, scale);
+        // AdamW writes the gathered-dtype copy in the same pass (no separate cast over the parameters).
+        ops_.adamw(master_[u] + k, param_copy((int)u) + k, opt_grad((int)u) + k, adam_m_[u] + k, adam_v_[u] + k,
+                   e - b, ap, scale);
       });
     }
-    publish_params();
+    share_params();
     return norm;
   }
 
  private:
+  // This rank's optimizer range in the dtype forward reads: the parameter shard (ZeRO-3), the whole replica
+  // (no_shard) or this rank's slice of the full parameters (optim, optim_grads). On the CPU it may be the
+  // master itself.
+  P* param_copy(int u) {
+    if (st_ == Strategy::optim_grads_params) return pshard_[u];
+    if (st_ == Strategy::no_shard) return full_p_[u];
+    return full_p_[u] + opt_range_[u].begin;
+  }
+  // After the parameter copies changed: ZeRO-1/2 gather every slice into the full parameters; ZeRO-3 gathers
+  // per unit on demand, so only the slot bookkeeping is reset.
+  void share_params() {
+    if (st_ == Strategy::optim || st_ == Strategy::optim_grads)
+      for (size_t u = 0; u < padded_.size(); ++u)
+        shard_.allgather(full_p_[u], full_p_[u] + opt_range_[u].begin, opt_range_[u].size(), dtype_of<P>());
+    resident_[0] = resident_[1] = -1;
+  }
+
   bool sharded_grads() const { return st_ == Strategy::optim_grads || st_ == Strategy::optim_grads_params; }
 
   void gather(int u) {
