@@ -42,7 +42,9 @@ class MpiComm final : public Comm {
   MPI_Comm handle() const { return comm_; }
 
  private:
+  MPI_Op sum_op(DType t) const;
   MPI_Comm comm_ = MPI_COMM_NULL;
+  MPI_Op bf16_sum_ = MPI_OP_NULL;
   int rank_ = 0, size_ = 1;
 };
 

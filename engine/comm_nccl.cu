@@ -15,12 +15,41 @@ ncclDataType_t nccl_type(DType t) {
 }
 }  // namespace
 
-NcclComm::NcclComm(ncclComm_t c, cudaStream_t s) : comm_(c), stream_(s) {
+CommStream::CommStream(cudaStream_t compute) : compute_(compute) {
+  CUDA_CHECK(cudaStreamCreateWithFlags(&comm_, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaEventCreateWithFlags(&compute_done_, cudaEventDisableTiming));
+  for (cudaEvent_t& e : ring_) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+}
+
+CommStream::~CommStream() {
+  cudaStreamSynchronize(comm_);  // nothing may still read buffers freed after us
+  for (cudaEvent_t e : ring_) cudaEventDestroy(e);
+  cudaEventDestroy(compute_done_);
+  cudaStreamDestroy(comm_);
+}
+
+void CommStream::after_compute() {
+  CUDA_CHECK(cudaEventRecord(compute_done_, compute_));
+  CUDA_CHECK(cudaStreamWaitEvent(comm_, compute_done_, 0));
+}
+
+Comm::Ticket CommStream::ticket() {
+  const Comm::Ticket t = next_++;
+  CUDA_CHECK(cudaEventRecord(ring_[t % kRing], comm_));
+  return t;
+}
+
+void CommStream::wait(Comm::Ticket t) {
+  if (t == 0) return;
+  CUDA_CHECK(cudaStreamWaitEvent(compute_, ring_[t % kRing], 0));
+}
+
+NcclComm::NcclComm(ncclComm_t c, CommStream& cs) : comm_(c), cs_(cs) {
   NCCL_CHECK(ncclCommUserRank(comm_, &rank_));
   NCCL_CHECK(ncclCommCount(comm_, &size_));
 }
 
-std::unique_ptr<NcclComm> NcclComm::world(cudaStream_t stream) {
+std::unique_ptr<NcclComm> NcclComm::world(CommStream& cs) {
   int rank = 0, size = 1;
   MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
   MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
@@ -29,13 +58,13 @@ std::unique_ptr<NcclComm> NcclComm::world(cudaStream_t stream) {
   MPI_CHECK(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD));
   ncclComm_t c = nullptr;
   NCCL_CHECK(ncclCommInitRank(&c, size, id, rank));
-  return std::unique_ptr<NcclComm>(new NcclComm(c, stream));
+  return std::unique_ptr<NcclComm>(new NcclComm(c, cs));
 }
 
 std::unique_ptr<NcclComm> NcclComm::split(int color, int key) const {
   ncclComm_t c = nullptr;
   NCCL_CHECK(ncclCommSplit(comm_, color, key, &c, nullptr));
-  return std::unique_ptr<NcclComm>(new NcclComm(c, stream_));
+  return std::unique_ptr<NcclComm>(new NcclComm(c, cs_));
 }
 
 NcclComm::~NcclComm() {
@@ -43,15 +72,18 @@ NcclComm::~NcclComm() {
 }
 
 void NcclComm::allgather(void* recv, const void* send, size_t count, DType t) {
-  NCCL_CHECK(ncclAllGather(send, recv, count, nccl_type(t), comm_, stream_));
+  cs_.after_compute();
+  NCCL_CHECK(ncclAllGather(send, recv, count, nccl_type(t), comm_, cs_.stream()));
 }
 
 void NcclComm::reduce_scatter(void* recv, const void* send, size_t count, DType t) {
-  NCCL_CHECK(ncclReduceScatter(send, recv, count, nccl_type(t), ncclSum, comm_, stream_));
+  cs_.after_compute();
+  NCCL_CHECK(ncclReduceScatter(send, recv, count, nccl_type(t), ncclSum, comm_, cs_.stream()));
 }
 
 void NcclComm::allreduce(void* buf, size_t count, DType t) {
-  NCCL_CHECK(ncclAllReduce(buf, buf, count, nccl_type(t), ncclSum, comm_, stream_));
+  cs_.after_compute();
+  NCCL_CHECK(ncclAllReduce(buf, buf, count, nccl_type(t), ncclSum, comm_, cs_.stream()));
 }
 
 std::string NcclComm::describe() const { return "NCCL " + std::to_string(size_) + " ranks"; }

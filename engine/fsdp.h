@@ -5,9 +5,19 @@
 //   optim_grads         ZeRO-2: + gradients reduce-scattered per unit during backward
 //   optim_grads_params  ZeRO-3: + parameters sharded, gathered per unit before use and dropped after
 // Ranks form dp_outer groups of dp_shard consecutive ranks: sharding happens inside a group (the shard
-// comm), groups replicate each other (the outer comm all-reduces the sharded gradients).
-// Every unit is one flat buffer padded to a multiple of 8·dp_shard elements so it splits evenly, in
-// 16-byte pieces, over any rank count; a rank owns one contiguous slice of every unit.
+// comm). Across groups (the outer comm) the shards are either replicated (outer gradients all-reduced) or,
+// with outer_shard (Megatron-FSDP's outer_dp_sharding_strategy "optim"), the optimizer state is split again
+// over the groups: gradient shards reduce-scattered over the outer comm, parameter shards all-gathered back.
+// Every unit is one flat buffer padded to a multiple of 8·dp_shard (·dp_outer with outer_shard) elements so it
+// splits evenly, in 16-byte pieces, over any rank count; a rank owns one contiguous slice of every unit.
+//
+// Overlap (GPU): collectives run on the comm's own stream. ZeRO-3 gathers the next unit's parameters while the
+// current one computes (two slots, forward and backward); ZeRO-2/3 reduce-scatter each unit's gradient as soon
+// as its backward ends, and no_shard / ZeRO-1 reduce each unit during the last micro-batch's backward. What a
+// collective lands in a gradient that must be added (later micro-batches, bf16 wire) is added on the compute
+// stream one unit later, so the compute never waits for the collective it just issued.
+// grad_reduce_dtype = bf16: gradients go over the wire as bf16 (half the bytes); accumulation over
+// micro-batches and the optimizer stay fp32. Comms of one rank move nothing and keep fp32.
 #pragma once
 #include <algorithm>
 #include <cstring>
@@ -40,52 +50,76 @@ struct Range {
   int64_t size() const { return end - begin; }
 };
 
+struct FsdpOptions {
+  bool outer_shard = false;  // shard the optimizer state over the outer groups too (needs a sharded strategy)
+  bool bf16_reduce = false;  // gradients travel as bf16
+};
+
 template <class Ops>
 class FsdpStore final : public ParamStore<Ops> {
   using P = typename Ops::Param;
   using G = typename Ops::Grad;
   using M = typename Ops::Master;
   using S = typename Ops::Stat;
+  using W = typename Ops::Wire;
 
  public:
-  // shard: the ranks that split each unit (size dp_shard); outer: the replica groups (size dp_outer; may
-  // be null when dp_outer == 1).
-  FsdpStore(const ParamLayout& layout, Ops& ops, Comm& shard, Comm* outer, Strategy st)
+  // shard: the ranks that split each unit (size dp_shard); outer: the groups (size dp_outer; may be null when
+  // dp_outer == 1). no_shard: the shard comm is the rank itself and the outer comm is the world.
+  FsdpStore(const ParamLayout& layout, Ops& ops, Comm& shard, Comm* outer, Strategy st, FsdpOptions opt = {})
       : L_(layout), ops_(ops), shard_(shard), outer_(outer), st_(st) {
     const int Sz = shard_.size(), r = shard_.rank();
-    // no_shard replicates everything: its "shard group" is the rank itself and the outer comm is the world.
+    const int O = outer_ ? outer_->size() : 1, o = outer_ ? outer_->rank() : 0;
     VIT_ASSERT(st_ != Strategy::no_shard || Sz == 1, "no_shard needs a shard comm of one rank");
+    VIT_REQUIRE(!(opt.outer_shard && st_ == Strategy::no_shard && O > 1),
+                "distributed.outer_strategy = \"shard\" shards the optimizer over the outer groups, which needs a "
+                "sharded distributed.strategy (optim, optim_grads or optim_grads_params), not no_shard");
+    outer_shard_ = opt.outer_shard && O > 1;
+    const int split = outer_shard_ ? O : 1;  // optimizer pieces per shard
+    wire_shard_ = opt.bf16_reduce && Sz > 1;
+    wire_outer_ = opt.bf16_reduce && O > 1;
     const size_t nu = layout.units().size();
     int64_t max_pad = 0, max_shard = 0;
     for (size_t u = 0; u < nu; ++u) {
       const int64_t n = layout.units()[u].numel;
-      const int64_t quantum = 8 * (int64_t)Sz;
+      const int64_t quantum = 8 * (int64_t)Sz * split;
       const int64_t pad = (n + quantum - 1) / quantum * quantum;
+      const int64_t s = pad / Sz;
       padded_.push_back(pad);
-      shard_range_.push_back({r * (pad / Sz), (r + 1) * (pad / Sz)});
+      shard_range_.push_back({r * s, (r + 1) * s});
       max_pad = std::max(max_pad, pad);
-      max_shard = std::max(max_shard, pad / Sz);
+      max_shard = std::max(max_shard, s);
+      Range opt_r = shard_range_[u];
+      if (st_ == Strategy::no_shard) opt_r = {0, pad};
+      else if (outer_shard_) opt_r = {r * s + o * (s / O), r * s + (o + 1) * (s / O)};
+      opt_range_.push_back(opt_r);
     }
     for (size_t u = 0; u < nu; ++u) {
-      const Range opt = st_ == Strategy::no_shard ? Range{0, padded_[u]} : shard_range_[u];
-      opt_range_.push_back(opt);
-      master_.push_back(alloc<M>(opt.size(), "master weights"));
-      adam_m_.push_back(alloc<M>(opt.size(), "adam m"));
-      adam_v_.push_back(alloc<M>(opt.size(), "adam v"));
-      ops_.zero(adam_m_[u], opt.size() * sizeof(M));
-      ops_.zero(adam_v_[u], opt.size() * sizeof(M));
-      if (sharded_grads() || st_ == Strategy::optim) {
+      const Range opt_r = opt_range_[u];
+      master_.push_back(alloc<M>(opt_r.size(), "master weights"));
+      adam_m_.push_back(alloc<M>(opt_r.size(), "adam m"));
+      adam_v_.push_back(alloc<M>(opt_r.size(), "adam v"));
+      ops_.zero(adam_m_[u], opt_r.size() * sizeof(M));
+      ops_.zero(adam_v_[u], opt_r.size() * sizeof(M));
+      if (st_ != Strategy::no_shard) {
         grad_shard_.push_back(alloc<G>(shard_range_[u].size(), "gradient shard"));
         ops_.zero(grad_shard_[u], shard_range_[u].size() * sizeof(G));
       }
+      if (outer_shard_) grad_opt_.push_back(alloc<G>(opt_r.size(), "outer gradient shard"));
       if (!sharded_grads()) {
         full_g_.push_back(alloc<G>(padded_[u], "gradients"));
         ops_.zero(full_g_[u], padded_[u] * sizeof(G));
       }
       if (st_ == Strategy::optim_grads_params) {
-        // The parameter shard in the gathered dtype; on the CPU it is the master itself.
-        if constexpr (std::is_same_v<P, M>) pshard_.push_back(master_[u]);
-        else pshard_.push_back(alloc<P>(shard_range_[u].size(), "parameter shard"));
+        // The parameter shard in the gathered dtype; on the CPU it is the master itself unless the outer
+        // groups split it.
+        if constexpr (std::is_same_v<P, M>) {
+          if (!outer_shard_) {
+            pshard_.push_back(master_[u]);
+            continue;
+          }
+        }
+        pshard_.push_back(alloc<P>(shard_range_[u].size(), "parameter shard"));
       } else if (std::is_same_v<P, M> && st_ == Strategy::no_shard) {
         full_p_.push_back(reinterpret_cast<P*>(master_[u]));  // same type: the master is what forward reads
       } else {
@@ -93,26 +127,42 @@ class FsdpStore final : public ParamStore<Ops> {
       }
     }
     if (st_ == Strategy::optim_grads_params)
-      for (int s = 0; s < 2; ++s) p_slot_[s] = alloc<P>(max_pad, "gathered parameters");
-    if (sharded_grads()) {
-      for (int s = 0; s < 2; ++s) g_slot_[s] = alloc<G>(max_pad, "unit gradients");
-      rs_tmp_ = alloc<G>(max_shard, "reduce-scatter landing");
-    }
+      for (int k = 0; k < 2; ++k) p_slot_[k] = alloc<P>(max_pad, "gathered parameters");
+    if (sharded_grads())
+      for (int k = 0; k < 2; ++k) {
+        g_slot_[k] = alloc<G>(max_pad, "unit gradients");
+        rs_tmp_[k] = alloc<G>(max_shard, "reduce-scatter landing");
+      }
+    if (wire_shard_ || wire_outer_)
+      for (int k = 0; k < 2; ++k) {
+        wire_in_[k] = alloc<W>(max_pad, "bf16 gradient wire");
+        wire_out_[k] = alloc<W>(max_shard, "bf16 gradient wire (reduced)");
+      }
+    fresh_.assign(nu, true);
+    reduced_.assign(nu, false);
     scalars_ = alloc<S>(4, "norm scalars");
   }
 
   ~FsdpStore() override {
+    // Collectives may still read or write these buffers on the comm stream.
+    shard_.synchronize();
+    if (outer_) outer_->synchronize();
     for (void* p : owned_) ops_.release(p);
   }
   FsdpStore(const FsdpStore&) = delete;
   FsdpStore& operator=(const FsdpStore&) = delete;
 
   Strategy strategy() const { return st_; }
+  bool outer_sharded() const { return outer_shard_; }
   const Range& opt_range(int u) const { return opt_range_[u]; }
   int64_t padded(int u) const { return padded_[u]; }
   M* master(int u) { return master_[u]; }
   M* adam_m(int u) { return adam_m_[u]; }
   M* adam_v(int u) { return adam_v_[u]; }
+  // Ranks holding the same optimizer range (they split the writing of it in a checkpoint) and this rank's
+  // index among them.
+  int opt_replicas() const { return outer_ && !outer_shard_ ? outer_->size() : 1; }
+  int opt_replica() const { return outer_ && !outer_shard_ ? outer_->rank() : 0; }
 
   // Sharded initialisation: each rank fills only its optimizer range from the counter RNG, so no rank
   // ever materialises the whole model in fp32 and the weights do not depend on the rank count.
@@ -139,51 +189,81 @@ class FsdpStore final : public ParamStore<Ops> {
   const P* unit_params(int u) override { return st_ == Strategy::optim_grads_params ? p_slot_[u % 2] : full_p_[u]; }
   G* unit_grads(int u) override { return sharded_grads() ? g_slot_[u % 2] : full_g_[u]; }
 
-  void forward_begin(int u) override { gather(u); }
+  void forward_begin(int u) override {
+    use_params(u);
+    if (u + 1 < (int)padded_.size()) gather(u + 1);  // in flight while unit u computes
+  }
   void forward_end(int) override {}
   void backward_begin(int u) override {
-    gather(u);
-    if (sharded_grads()) ops_.zero(g_slot_[u % 2], padded_[u] * sizeof(G));
+    use_params(u);
+    if (u > 0) gather(u - 1);
+    if (sharded_grads()) {
+      g_slot_read_[u % 2].wait();  // the reduce-scatter of unit u + 2 has read the slot
+      ops_.zero(g_slot_[u % 2], padded_[u] * sizeof(G));
+    }
   }
   void backward_end(int u) override {
-    if (!sharded_grads()) return;
-    // This micro-batch's unit gradient, summed over the shard group, lands on its owner and is added to
-    // the gradient shard (micro-batches accumulate there).
-    const Range s = shard_range_[u];
-    shard_.reduce_scatter(rs_tmp_, g_slot_[u % 2], s.size(), dtype_of<G>());
-    ops_.add_inplace(grad_shard_[u], rs_tmp_, s.size());
+    if (!sharded_grads()) {
+      if (reduce_in_backward_) reduce_unit(u);
+      return;
+    }
+    // This micro-batch's unit gradient, summed over the shard group, lands on its owner: written straight
+    // into the gradient shard by the first micro-batch, added to it by later ones (and by the bf16 wire).
+    flush_pending();
+    const int k = u % 2;
+    const int64_t s = shard_range_[u].size();
+    if (wire_shard_) {
+      wire_read_[k].wait();
+      ops_.grad_to_wire(wire_in_[k], g_slot_[k], padded_[u]);
+      shard_.reduce_scatter(wire_out_[k], wire_in_[k], s, DType::bf16);
+      pending_ = {grad_shard_[u], nullptr, wire_out_[k], s, !fresh_[u], mark(shard_)};
+      wire_read_[k] = pending_.done;
+    } else if (fresh_[u]) {
+      shard_.reduce_scatter(grad_shard_[u], g_slot_[k], s, dtype_of<G>());
+    } else {
+      shard_.reduce_scatter(rs_tmp_[k], g_slot_[k], s, dtype_of<G>());
+      pending_ = {grad_shard_[u], rs_tmp_[k], nullptr, s, true, mark(shard_)};
+    }
+    g_slot_read_[k] = mark(shard_);
+    fresh_[u] = false;
   }
 
   // ---- step ----
+  // Called before each micro-batch: the last one reduces no_shard / ZeRO-1 gradients during its backward.
+  void begin_micro(int micro, int accum) { reduce_in_backward_ = micro == accum - 1; }
+
   void zero_grads() {
     for (size_t u = 0; u < padded_.size(); ++u) {
       if (!full_g_.empty()) ops_.zero(full_g_[u], padded_[u] * sizeof(G));
       if (!grad_shard_.empty()) ops_.zero(grad_shard_[u], shard_range_[u].size() * sizeof(G));
     }
+    fresh_.assign(padded_.size(), true);
+    reduced_.assign(padded_.size(), false);
   }
 
   // After the last micro-batch: complete the gradient reduction so each rank holds the global sum over
-  // its optimizer range.
+  // its optimizer range, and make the compute stream wait for it.
   void finish_grads() {
-    for (size_t u = 0; u < padded_.size(); ++u) {
-      if (st_ == Strategy::no_shard) {
-        if (outer_) outer_->allreduce(full_g_[u], padded_[u], dtype_of<G>());
-        continue;
-      }
-      if (st_ == Strategy::optim)
-        shard_.reduce_scatter(grad_shard_[u], full_g_[u], shard_range_[u].size(), dtype_of<G>());
-      if (outer_) outer_->allreduce(grad_shard_[u], shard_range_[u].size(), dtype_of<G>());
-    }
+    if (!sharded_grads())
+      for (size_t u = 0; u < padded_.size(); ++u)
+        if (!reduced_[u]) reduce_unit((int)u);
+    flush_pending();
+    if (outer_ && st_ != Strategy::no_shard)
+      for (size_t u = 0; u < padded_.size(); ++u) reduce_outer((int)u);
+    flush_pending();
+    reduce_in_backward_ = false;
+    join();
   }
 
   // The reduced gradient over this rank's optimizer range.
   const G* opt_grad(int u) const {
-    return st_ == Strategy::no_shard ? full_g_[u] : grad_shard_[u];
+    if (st_ == Strategy::no_shard) return full_g_[u];
+    return outer_shard_ ? grad_opt_[u] : grad_shard_[u];
   }
 
-  // Global gradient norm (sum of squares over the shards, all-reduced in the shard group), clipping
-  // factor, AdamW on the optimizer range with per-parameter weight decay, then the new parameters
-  // published. Returns the pre-clip norm (a device scalar on the GPU: read it only when logging).
+  // Global gradient norm (sum of squares over the optimizer ranges, all-reduced over the ranks that split
+  // them), clipping factor, AdamW on the optimizer range with per-parameter weight decay, then the new
+  // parameters published. Returns the pre-clip norm (a device scalar on the GPU: read it only when logging).
   const S* step(const AdamWParams& base, double clip) {
     S* sumsq = scalars_;
     S* norm = scalars_ + 1;
@@ -193,6 +273,8 @@ class FsdpStore final : public ParamStore<Ops> {
       ops_.sum_squares(sumsq, opt_grad((int)u), opt_range_[u].size());
     }
     if (shard_.size() > 1) shard_.allreduce(sumsq, 1, dtype_of<S>());
+    if (outer_shard_) outer_->allreduce(sumsq, 1, dtype_of<S>());
+    join();
     ops_.clip_scale(scale, norm, sumsq, clip);
     for (size_t u = 0; u < padded_.size(); ++u) {
       const Range o = opt_range_[u];
@@ -211,29 +293,139 @@ class FsdpStore final : public ParamStore<Ops> {
   }
 
  private:
-  // This rank's optimizer range in the dtype forward reads: the parameter shard (ZeRO-3), the whole replica
-  // (no_shard) or this rank's slice of the full parameters (optim, optim_grads). On the CPU it may be the
-  // master itself.
+  // A point on a comm's stream: compute issued after wait() runs after the collectives before it.
+  struct Mark {
+    Comm* comm = nullptr;
+    Comm::Ticket ticket = 0;
+    void wait() const {
+      if (comm) comm->wait(ticket);
+    }
+  };
+  static Mark mark(Comm& c) { return {&c, c.ticket()}; }
+
+  // A collective's result still to be added into (or written to) a gradient on the compute stream.
+  struct Pending {
+    G* dst = nullptr;
+    const G* src = nullptr;   // fp32 landing, or
+    const W* wire = nullptr;  // bf16 landing
+    int64_t n = 0;
+    bool add = false;
+    Mark done;
+  };
+
+  void flush_pending() {
+    if (!pending_.dst) return;
+    pending_.done.wait();
+    if (pending_.wire) ops_.wire_to_grad(pending_.dst, pending_.wire, pending_.n, pending_.add);
+    else ops_.add_inplace(pending_.dst, pending_.src, pending_.n);
+    pending_ = {};
+  }
+
+  // The compute stream waits for every collective issued so far.
+  void join() {
+    shard_.wait(shard_.ticket());
+    if (outer_) outer_->wait(outer_->ticket());
+  }
+
+  // no_shard / ZeRO-1: one unit's accumulated gradient, reduced over the shard group (ZeRO-1: reduce-scatter
+  // into the gradient shard) or over the world (no_shard: all-reduce in place).
+  void reduce_unit(int u) {
+    reduced_[u] = true;
+    const int64_t pad = padded_[u];
+    const bool no_shard = st_ == Strategy::no_shard;
+    Comm* c = no_shard ? outer_ : &shard_;
+    if (!c || c->size() == 1) {
+      if (!no_shard) ops_.copy(grad_shard_[u], full_g_[u], pad * sizeof(G));  // one rank: the shard is everything
+      return;
+    }
+    flush_pending();
+    const bool wire = no_shard ? wire_outer_ : wire_shard_;
+    if (!wire) {
+      if (no_shard) c->allreduce(full_g_[u], pad, dtype_of<G>());
+      else c->reduce_scatter(grad_shard_[u], full_g_[u], shard_range_[u].size(), dtype_of<G>());
+      return;
+    }
+    const int k = u % 2;
+    wire_read_[k].wait();
+    ops_.grad_to_wire(wire_in_[k], full_g_[u], pad);
+    if (no_shard) {
+      c->allreduce(wire_in_[k], pad, DType::bf16);
+      pending_ = {full_g_[u], nullptr, wire_in_[k], pad, false, mark(*c)};
+    } else {
+      c->reduce_scatter(wire_out_[k], wire_in_[k], shard_range_[u].size(), DType::bf16);
+      pending_ = {grad_shard_[u], nullptr, wire_out_[k], shard_range_[u].size(), false, mark(*c)};
+    }
+    wire_read_[k] = pending_.done;
+  }
+
+  // Sharded strategies with outer groups: the shard group's gradient summed over the groups, all-reduced
+  // (replicas) or reduce-scattered into this rank's optimizer piece (outer_shard).
+  void reduce_outer(int u) {
+    flush_pending();
+    const int64_t s = shard_range_[u].size(), piece = opt_range_[u].size();
+    if (!wire_outer_) {
+      if (outer_shard_) outer_->reduce_scatter(grad_opt_[u], grad_shard_[u], piece, dtype_of<G>());
+      else outer_->allreduce(grad_shard_[u], s, dtype_of<G>());
+      return;
+    }
+    const int k = u % 2;
+    wire_read_[k].wait();
+    ops_.grad_to_wire(wire_in_[k], grad_shard_[u], s);
+    if (outer_shard_) {
+      outer_->reduce_scatter(wire_out_[k], wire_in_[k], piece, DType::bf16);
+      pending_ = {grad_opt_[u], nullptr, wire_out_[k], piece, false, mark(*outer_)};
+    } else {
+      outer_->allreduce(wire_in_[k], s, DType::bf16);
+      pending_ = {grad_shard_[u], nullptr, wire_in_[k], s, false, mark(*outer_)};
+    }
+    wire_read_[k] = pending_.done;
+  }
+
+  // This rank's optimizer range in the dtype forward reads: a piece of the parameter shard (ZeRO-3), the whole
+  // replica (no_shard) or this rank's slice of the full parameters (optim, optim_grads). On the CPU it may be
+  // the master itself.
   P* param_copy(int u) {
-    if (st_ == Strategy::optim_grads_params) return pshard_[u];
+    if (st_ == Strategy::optim_grads_params) return pshard_[u] + (opt_range_[u].begin - shard_range_[u].begin);
     if (st_ == Strategy::no_shard) return full_p_[u];
     return full_p_[u] + opt_range_[u].begin;
   }
-  // After the parameter copies changed: ZeRO-1/2 gather every slice into the full parameters; ZeRO-3 gathers
-  // per unit on demand, so only the slot bookkeeping is reset.
+  // This rank's shard range of the parameters in the gathered dtype.
+  P* shard_copy(int u) {
+    return st_ == Strategy::optim_grads_params ? pshard_[u] : full_p_[u] + shard_range_[u].begin;
+  }
+  // After the parameter copies changed: the outer groups' pieces are gathered into each shard (outer_shard),
+  // then ZeRO-1/2 gather every shard into the full parameters; ZeRO-3 gathers per unit on demand.
   void share_params() {
+    if (outer_shard_)
+      for (size_t u = 0; u < padded_.size(); ++u)
+        outer_->allgather(shard_copy((int)u), param_copy((int)u), opt_range_[u].size(), dtype_of<P>());
     if (st_ == Strategy::optim || st_ == Strategy::optim_grads)
       for (size_t u = 0; u < padded_.size(); ++u)
-        shard_.allgather(full_p_[u], full_p_[u] + opt_range_[u].begin, opt_range_[u].size(), dtype_of<P>());
+        shard_.allgather(full_p_[u], shard_copy((int)u), shard_range_[u].size(), dtype_of<P>());
+    params_ready_ = mark(shard_);
     resident_[0] = resident_[1] = -1;
   }
 
   bool sharded_grads() const { return st_ == Strategy::optim_grads || st_ == Strategy::optim_grads_params; }
 
+  // Before unit u computes: its parameters are there.
+  void use_params(int u) {
+    if (st_ != Strategy::optim_grads_params) {
+      params_ready_.wait();  // ZeRO-1/2: the all-gathers after the last step
+      params_ready_ = {};
+      return;
+    }
+    gather(u);
+    slot_ready_[u % 2].wait();
+  }
+
+  // ZeRO-3: issue the all-gather of unit u into its slot unless it is already there. The collective waits for
+  // the compute issued so far, which includes everything that read the slot's previous unit.
   void gather(int u) {
     if (st_ != Strategy::optim_grads_params) return;
     if (resident_[u % 2] == u) return;  // still there (the head between forward and backward)
     shard_.allgather(p_slot_[u % 2], pshard_[u], shard_range_[u].size(), dtype_of<P>());
+    slot_ready_[u % 2] = mark(shard_);
     resident_[u % 2] = u;
   }
 
@@ -249,16 +441,23 @@ class FsdpStore final : public ParamStore<Ops> {
   Comm& shard_;
   Comm* outer_;
   const Strategy st_;
+  bool outer_shard_ = false, wire_shard_ = false, wire_outer_ = false;
   std::vector<int64_t> padded_;
   std::vector<Range> shard_range_, opt_range_;
   std::vector<M*> master_, adam_m_, adam_v_;
-  std::vector<G*> grad_shard_, full_g_;
+  std::vector<G*> grad_shard_, grad_opt_, full_g_;
   std::vector<P*> pshard_, full_p_;
   P* p_slot_[2] = {nullptr, nullptr};
   G* g_slot_[2] = {nullptr, nullptr};
-  G* rs_tmp_ = nullptr;
+  G* rs_tmp_[2] = {nullptr, nullptr};
+  W* wire_in_[2] = {nullptr, nullptr};
+  W* wire_out_[2] = {nullptr, nullptr};
   S* scalars_ = nullptr;
   int resident_[2] = {-1, -1};
+  Mark slot_ready_[2], g_slot_read_[2], wire_read_[2], params_ready_;
+  Pending pending_;
+  std::vector<bool> fresh_, reduced_;  // per unit: no micro-batch landed yet / reduced this step
+  bool reduce_in_backward_ = false;
   std::vector<void*> owned_;
 };
 

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <new>
 
+#include "engine/bf16_host.h"
 #include "engine/check.h"
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
@@ -33,6 +34,7 @@ struct CpuOps {
   using Grad = T;
   using Stat = T;
   using Master = T;  // optimizer precision: the parameters themselves on the CPU
+  using Wire = uint16_t;  // bf16 bit patterns: gradients on the wire when grad_reduce_dtype = "bf16"
   static constexpr bool is_gpu = false;
   static constexpr const char* name = "cpu";
 
@@ -161,6 +163,13 @@ struct CpuOps {
   }
   // ---- optimizer side (scalars live in host memory here) ----
   void add_inplace(Grad* dst, const Grad* src, i64 n) { ref::add<T>(dst, dst, src, n); }
+  void grad_to_wire(Wire* dst, const Grad* src, i64 n) {
+    for (i64 i = 0; i < n; ++i) dst[i] = bf16_bits_from_float((float)src[i]);
+  }
+  // dst = src (add = false) or dst += src, widened exactly.
+  void wire_to_grad(Grad* dst, const Wire* src, i64 n, bool add) {
+    for (i64 i = 0; i < n; ++i) dst[i] = (add ? dst[i] : T(0)) + (T)float_from_bf16_bits(src[i]);
+  }
   void sum_squares(Stat* acc, const Grad* x, i64 n) { acc[0] += (Stat)ref::sum_squares<T>(x, n); }
   void clip_scale(Stat* scale, Stat* norm, const Stat* sumsq, double max_norm) {
     norm[0] = (Stat)std::sqrt((double)sumsq[0]);

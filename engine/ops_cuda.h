@@ -41,6 +41,7 @@ struct CudaOps {
   using Grad = float;
   using Stat = float;
   using Master = float;
+  using Wire = bf16;  // gradients on the wire when grad_reduce_dtype = "bf16"
   static constexpr bool is_gpu = true;
   static constexpr const char* name = "cuda";
 
@@ -266,6 +267,11 @@ struct CudaOps {
 
   // ---- optimizer side (scalars live in device memory: no host sync inside a step) ----
   void add_inplace(Grad* dst, const Grad* src, i64 n) { gpu::add_f32_inplace(dst, src, n, stream_); }
+  void grad_to_wire(Wire* dst, const Grad* src, i64 n) { gpu::cast_f32_to_bf16(dst, src, n, stream_); }
+  void wire_to_grad(Grad* dst, const Wire* src, i64 n, bool add) {
+    if (add) gpu::add_bf16_to_f32(dst, src, n, stream_);
+    else gpu::cast_bf16_to_f32(dst, src, n, stream_);
+  }
   void sum_squares(Stat* acc, const Grad* x, i64 n) { gpu::sum_squares(acc, x, n, scratch_, stream_); }
   void clip_scale(Stat* scale, Stat* norm, const Stat* sumsq, double max_norm) {
     gpu::clip_scale(scale, norm, sumsq, (float)max_norm, stream_);

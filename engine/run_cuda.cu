@@ -33,7 +33,8 @@ int run_training_cuda(const Config& cfg, const std::string& cfg_toml, int rank, 
   const int shard = dc.dp_shard > 0 ? dc.dp_shard : world / outer;
   VIT_REQUIRE(shard * outer == world, "distributed.dp_shard (", shard, ") x distributed.dp_outer (", outer,
               ") must equal the number of ranks (", world, "): adjust them or the mpirun -np count");
-  auto world_comm = NcclComm::world(ops.stream());
+  CommStream comm_stream(ops.stream());  // outlives the comms below
+  auto world_comm = NcclComm::world(comm_stream);
   std::unique_ptr<NcclComm> shard_comm, outer_comm;
   if (st == Strategy::no_shard) {
     shard_comm = world_comm->split(rank, 0);  // each rank alone

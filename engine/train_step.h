@@ -38,6 +38,7 @@ StepResult<Ops> train_step(ViT<Ops>& model, FsdpStore<Ops>& store, Ops& ops, typ
   ops.zero(loss_acc, sizeof(*loss_acc));
   for (int micro = 0; micro < s.accum; ++micro) {
     MicroBatch mb = next_batch(micro);
+    store.begin_micro(micro, s.accum);
     StepContext ctx;
     ctx.train = true;
     ctx.seed = s.seed;

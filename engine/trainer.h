@@ -63,13 +63,10 @@ class Trainer {
           bool eval_only = false)
       : cfg_(cfg), cfg_toml_(cfg_toml), ops_(ops), rank_(rank), world_(world), layout_(cfg.model) {
     const Strategy st = parse_strategy(cfg.distributed.strategy);
-    // Options in the schema that this build does not implement yet are refused, never silently ignored.
-    VIT_REQUIRE(cfg.distributed.grad_reduce_dtype == "fp32", "distributed.grad_reduce_dtype = \"",
-                cfg.distributed.grad_reduce_dtype, "\" is not implemented yet: use \"fp32\"");
-    VIT_REQUIRE(cfg.distributed.outer_strategy == "replicate" || cfg.distributed.dp_outer <= 1,
-                "distributed.outer_strategy = \"", cfg.distributed.outer_strategy,
-                "\" (optimizer sharded over the outer groups) is not implemented yet: use \"replicate\"");
-    store_ = std::make_unique<FsdpStore<Ops>>(layout_, ops_, *groups.shard, groups.outer, st);
+    FsdpOptions fo;
+    fo.outer_shard = cfg.distributed.outer_strategy == "shard";
+    fo.bf16_reduce = cfg.distributed.grad_reduce_dtype == "bf16";
+    store_ = std::make_unique<FsdpStore<Ops>>(layout_, ops_, *groups.shard, groups.outer, st, fo);
     const TrainingConfig& t = cfg.training;
     model_ = std::make_unique<ViT<Ops>>(cfg.model, layout_, ops_, t.micro_batch_size);
     const ModelDims& d = layout_.dims();
@@ -113,9 +110,12 @@ class Trainer {
       store_->init((uint64_t)cfg_.run.seed);
       if (!cfg_.model.init_from.empty()) import_weights(cfg_.model.init_from);
     }
-    log0(rank_, fmt("training %lld steps from step %lld: global batch %lld (%d ranks x %d micro x %d accum), %s",
+    log0(rank_, fmt("training %lld steps from step %lld: global batch %lld (%d ranks x %d micro x %d accum), %s%s, "
+                    "gradients reduced in %s",
                     (long long)total_steps_, (long long)start, (long long)global_batch_, world_, t.micro_batch_size,
-                    t.grad_accum, strategy_name(store_->strategy())));
+                    t.grad_accum, strategy_name(store_->strategy()),
+                    store_->outer_sharded() ? " + optimizer sharded over the outer groups" : "",
+                    cfg_.distributed.grad_reduce_dtype.c_str()));
     std::filesystem::create_directories(cfg_.run.output_dir);
     std::ofstream metrics;
     if (rank_ == 0) metrics.open(std::filesystem::path(cfg_.run.output_dir) / cfg_.logging.metrics_file, std::ios::app);
@@ -286,8 +286,7 @@ class Trainer {
     namespace fs = std::filesystem;
     if (rank_ == 0) ckpt::begin_step(root, step);
     MPI_Barrier(MPI_COMM_WORLD);
-    const int replicas = store_->strategy() == Strategy::no_shard ? world_ : world_ / shard_size();
-    const int replica = store_->strategy() == Strategy::no_shard ? rank_ : rank_ / shard_size();
+    const int replicas = store_->opt_replicas(), replica = store_->opt_replica();
     std::vector<std::vector<float>> keep;  // host copies must outlive write()
     std::vector<std::array<int64_t, 2>> ranges;
     ckpt::FileInfo info{rank_, world_, layout_.hash(), step};
@@ -348,8 +347,6 @@ class Trainer {
     store_->publish_params();
     log0(rank_, "initialised from " + path);
   }
-
-  int shard_size() const { return world_ / std::max(1, cfg_.distributed.dp_outer); }
 
   // Returns the step to continue from (0 when nothing usable was found).
   int64_t try_resume(const std::string& root) {

@@ -158,7 +158,8 @@ __global__ void __launch_bounds__(kThreads) cast_f32_to_bf16_kernel(bf16* __rest
   if (t < n) out[t] = __float2bfloat16(x[t]);
 }
 
-template <int V>
+// kAdd: out += x (the bf16 gradient wire format landing in fp32 gradient shards); else out = x.
+template <int V, bool kAdd>
 __global__ void __launch_bounds__(kThreads) cast_bf16_to_f32_kernel(float* __restrict__ out, const bf16* __restrict__ x,
                                                                     i64 n) {
   const i64 tid = (i64)blockIdx.x * blockDim.x + threadIdx.x, stride = (i64)gridDim.x * blockDim.x;
@@ -167,14 +168,29 @@ __global__ void __launch_bounds__(kThreads) cast_bf16_to_f32_kernel(float* __res
     float v[V];
     load_bf16<V>(x + it * V, v);
     if constexpr (V == 8) {
-      reinterpret_cast<float4*>(out)[2 * it] = make_float4(v[0], v[1], v[2], v[3]);
-      reinterpret_cast<float4*>(out)[2 * it + 1] = make_float4(v[4], v[5], v[6], v[7]);
+      float4* o = reinterpret_cast<float4*>(out) + 2 * it;
+      if constexpr (kAdd) {
+        const float4 a = o[0], b = o[1];
+        v[0] += a.x, v[1] += a.y, v[2] += a.z, v[3] += a.w, v[4] += b.x, v[5] += b.y, v[6] += b.z, v[7] += b.w;
+      }
+      o[0] = make_float4(v[0], v[1], v[2], v[3]);
+      o[1] = make_float4(v[4], v[5], v[6], v[7]);
     } else {
-      out[it] = v[0];
+      out[it] = kAdd ? out[it] + v[0] : v[0];
     }
   }
   const i64 t = items * V + tid;
-  if (t < n) out[t] = __bfloat162float(x[t]);
+  if (t < n) out[t] = kAdd ? out[t] + __bfloat162float(x[t]) : __bfloat162float(x[t]);
+}
+
+template <bool kAdd>
+void widen_bf16(float* out, const bf16* x, i64 n, cudaStream_t stream) {
+  if (n <= 0) return;
+  if (aligned16(out) && aligned16(x))
+    cast_bf16_to_f32_kernel<8, kAdd><<<grid_for(n / 8 + 1, kThreads), kThreads, 0, stream>>>(out, x, n);
+  else
+    cast_bf16_to_f32_kernel<1, kAdd><<<grid_for(n, kThreads), kThreads, 0, stream>>>(out, x, n);
+  CUDA_CHECK_LAUNCH();
 }
 
 // 1/(1-p), or 0 for p >= 1 (nothing is kept: no inf · 0).
@@ -282,13 +298,7 @@ void cast_f32_to_bf16(bf16* out, const float* x, i64 n, cudaStream_t stream) {
   CUDA_CHECK_LAUNCH();
 }
 
-void cast_bf16_to_f32(float* out, const bf16* x, i64 n, cudaStream_t stream) {
-  if (n <= 0) return;
-  if (aligned16(out) && aligned16(x))
-    cast_bf16_to_f32_kernel<8><<<grid_for(n / 8 + 1, kThreads), kThreads, 0, stream>>>(out, x, n);
-  else
-    cast_bf16_to_f32_kernel<1><<<grid_for(n, kThreads), kThreads, 0, stream>>>(out, x, n);
-  CUDA_CHECK_LAUNCH();
-}
+void cast_bf16_to_f32(float* out, const bf16* x, i64 n, cudaStream_t stream) { widen_bf16<false>(out, x, n, stream); }
+void add_bf16_to_f32(float* out, const bf16* x, i64 n, cudaStream_t stream) { widen_bf16<true>(out, x, n, stream); }
 
 }  // namespace vit::gpu

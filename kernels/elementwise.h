@@ -41,4 +41,5 @@ void drop_path_backward(bf16* dx, const bf16* dout, int B, i64 per_sample, float
                         cudaStream_t stream);
 void cast_f32_to_bf16(bf16* out, const float* x, i64 n, cudaStream_t stream);
 void cast_bf16_to_f32(float* out, const bf16* x, i64 n, cudaStream_t stream);
+void add_bf16_to_f32(float* out, const bf16* x, i64 n, cudaStream_t stream);  // out += x
 }  // namespace vit::gpu

@@ -38,7 +38,8 @@ int main(int argc, char** argv) {
     Config cfg = load_config(argv[1], ov);
     const int warm = 5, steps = 20;
     CudaOps ops(0);
-    auto world = NcclComm::world(ops.stream());
+    CommStream cs(ops.stream());
+    auto world = NcclComm::world(cs);
     ParamLayout layout(cfg.model);
     const Strategy st = parse_strategy(cfg.distributed.strategy);
     std::unique_ptr<NcclComm> self = world->split(mpi.rank(), 0);

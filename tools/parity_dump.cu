@@ -138,7 +138,8 @@ int main(int argc, char** argv) {
     } else {
       VIT_REQUIRE(dev == "cuda", "device must be cpu or cuda, not ", dev);
       CudaOps ops(0);
-      auto world = NcclComm::world(ops.stream());
+      CommStream cs(ops.stream());
+      auto world = NcclComm::world(cs);
       run(ops, *world, cfg, argv[2], batch, argv[4]);
     }
     std::printf("parity_dump: wrote %s (%s)\n", argv[4], dev.c_str());

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end on the CPU backend: training lowers the loss; resume is exact (20 straight steps == 10 steps,
 # stop, resume, 10 steps: same checkpoint bytes, same losses) at 1 and 2 ranks; a 2-rank checkpoint
-# resumes on 1 and 4 ranks with the same trajectory; a damaged newest checkpoint falls back to the
+# resumes on 1 and 4 ranks with the same trajectory; the same for a 2x2 hybrid with outer optimizer sharding
+# and bf16 gradient reduction; a damaged newest checkpoint falls back to the
 # previous one with a warning; SIGTERM checkpoints and exits 0.
 #   train_resume.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
@@ -73,6 +74,30 @@ print(f"2 -> {sys.argv[3]} ranks: steps 11-20 max relative loss difference {wors
 sys.exit(0 if worst < 1e-4 else 1)   # fp32 sums in another order only
 PY
 done
+
+# 3b. 2x2 hybrid with the optimizer sharded over the outer groups and gradients reduced in bf16: resume is
+#     exact at 4 ranks, and the 4-rank checkpoint continues on 1 rank
+H="distributed.dp_outer=2 distributed.outer_strategy=shard distributed.grad_reduce_dtype=bf16 training.micro_batch_size=4"
+run h4 4 $H training.checkpoint.path="$T/ck_h4" || { cat "$T/h4.log"; fail "hybrid outer-sharded bf16 run"; }
+grep -q "optimizer sharded over the outer groups, gradients reduced in bf16" "$T/h4.log" || fail "hybrid run did not say its mode"
+run hp4 4 $H training.checkpoint.path="$T/ck_hp4" training.stop_after_steps=10 || { cat "$T/hp4.log"; fail "hybrid first half"; }
+run hp4 4 $H training.checkpoint.path="$T/ck_hp4" || { cat "$T/hp4.log"; fail "hybrid resumed half"; }
+for r in 0 1 2 3; do
+  cmp "$T/ck_h4/step_20/rank_$r.bin" "$T/ck_hp4/step_20/rank_$r.bin" || fail "hybrid: rank $r differs after resume"
+done
+diff <(losses h4 | awk '$1 > 10') <(losses hp4 | awk '$1 > 10') || fail "hybrid: losses after resume differ"
+mkdir -p "$T/ck_h1" && cp -r "$T/ck_hp4/step_10" "$T/ck_h1/"
+run h1 1 training.micro_batch_size=16 training.checkpoint.path="$T/ck_h1" || { cat "$T/h1.log"; fail "4 -> 1 hybrid resume"; }
+grep -q "resumed from .*written by 4 ranks" "$T/h1.log" || fail "did not resume the hybrid checkpoint on 1 rank"
+python3 - <(losses h4) <(losses h1) <<'PY' || fail "hybrid 4 -> 1 rank: trajectory differs"
+import sys
+a = {int(s): float(v) for s, v in (l.split() for l in open(sys.argv[1]))}
+b = {int(s): float(v) for s, v in (l.split() for l in open(sys.argv[2]))}
+worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in b if s > 10)
+print(f"hybrid 4 -> 1 rank: steps 11-20 max relative loss difference {worst:.2e}")
+sys.exit(0 if worst < 2e-2 else 1)   # the 4-rank side rounds its gradients to bf16 on the wire
+PY
+echo "ok: 2x2 outer-sharded bf16: exact resume at 4 ranks, continues on 1 rank"
 
 # 4. a damaged newest checkpoint: resume falls back to the previous one with a warning
 cp -r "$T/ck_straight1" "$T/ck_bad"

@@ -177,5 +177,13 @@ TEST_CASE("elementwise gpu: casts are bit-exact") {
       INFO("n=", n, " offset=", off);
       CHECK(same_bits(hb, to_bf(x)));  // round-to-nearest-even, as the host conversion
       CHECK(d_f.download() == to_f(hb));
+      // accumulate: fp32 += widened bf16, into a buffer that is not zero
+      auto base = randn_f(n, 9700 + n, 3.f);
+      Offset<float> d_acc(base, off);
+      gpu::add_bf16_to_f32(d_acc.get(), d_b.get(), n, 0);
+      std::vector<float> want(n);
+      const auto wide = to_f(hb);
+      for (i64 i = 0; i < n; ++i) want[i] = base[i] + wide[i];
+      CHECK(d_acc.download() == want);
     }
 }
