@@ -43,7 +43,10 @@ int main(int argc, char** argv) {
     ParamLayout layout(cfg.model);
     const Strategy st = parse_strategy(cfg.distributed.strategy);
     std::unique_ptr<NcclComm> self = world->split(mpi.rank(), 0);
-    FsdpStore<CudaOps> store(layout, ops, st == Strategy::no_shard ? *self : *world, nullptr, st);
+    FsdpOptions fo;
+    fo.bf16_reduce = cfg.distributed.grad_reduce_dtype == "bf16";
+    FsdpStore<CudaOps> store(layout, ops, st == Strategy::no_shard ? *self : *world,
+                             st == Strategy::no_shard && world->size() > 1 ? world.get() : nullptr, st, fo);
     store.init(1);
     const int B = cfg.training.micro_batch_size;
     ViT<CudaOps> model(cfg.model, layout, ops, B);
@@ -88,11 +91,17 @@ int main(int argc, char** argv) {
     CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
     const double ips = B / (ms * 1e-3);
     const double fl = train_flops_per_image(layout);
-    std::printf("ENGINE model=%s bs=%d strategy=%s img_s=%.0f step_ms=%.1f alloc_GiB=%.2f device_used_GiB=%.2f "
-                "gflop_img=%.1f mfu=%.3f loss %.4f -> %.4f\n",
-                argv[1], B, cfg.distributed.strategy.c_str(), ips, ms, ops.memory_in_use() / 1073741824.0,
-                (total_b - free_b) / 1073741824.0, fl / 1e9, ips * fl / (cfg.logging.peak_tflops * 1e12), first_loss,
-                last_loss);
+    // ZeRO-3's per-rank model state: fp32 master, Adam m and v, and the gradient shard, 16 bytes per parameter / N;
+    // the rest of the allocation is the working set (activations, gathered slots, workspaces).
+    const double params = (double)layout.total_numel();
+    const double state_gib = 16.0 * params / world->size() / 1073741824.0;
+    std::printf("ENGINE model=%s rank=%d/%d bs=%d strategy=%s grads=%s img_s=%.0f step_ms=%.1f alloc_GiB=%.2f "
+                "device_used_GiB=%.2f zero3_state_formula_GiB=%.2f working_set_GiB=%.2f gflop_img=%.1f mfu=%.3f "
+                "loss %.4f -> %.4f\n",
+                argv[1], world->rank(), world->size(), B, cfg.distributed.strategy.c_str(),
+                cfg.distributed.grad_reduce_dtype.c_str(), ips, ms, ops.memory_in_use() / 1073741824.0,
+                (total_b - free_b) / 1073741824.0, state_gib, ops.memory_in_use() / 1073741824.0 - state_gib, fl / 1e9,
+                ips * fl / (cfg.logging.peak_tflops * 1e12), first_loss, last_loss);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_train: error: %s\n", e.what());
