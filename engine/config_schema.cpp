@@ -411,7 +411,7 @@ std::vector<Field> build_fields() {
   f.push_back(float_field("model.attn_drop_rate", VIT_MEMBER(model.attn_drop_rate), open_hi(0, 1), "dropout on attention probabilities"));
   f.push_back(float_field("model.drop_path_rate", VIT_MEMBER(model.drop_path_rate), open_hi(0, 1), "stochastic depth, linear over blocks up to this"));
   f.push_back(choice_field("model.weight_init", VIT_MEMBER(model.weight_init), {"", "jax", "jax_nlhb", "moco", "skip"},
-                           "timm's init scheme (\"\" = timm default)"));
+                           "timm's init scheme: \"\" (trunc_normal .02), jax / jax_nlhb (xavier, lecun patch conv, zero head), moco, skip (PyTorch module defaults)"));
   f.push_back(bool_field("model.init_variance_rescale", VIT_MEMBER(model.init_variance_rescale), "scale block output projections by 1/sqrt(2 * layer)"));
   f.push_back(choice_field("model.act", VIT_MEMBER(model.act), {"gelu", "gelu_tanh"}, "MLP activation"));
   f.push_back(string_field("model.init_from", VIT_MEMBER(model.init_from), false, "safetensors file in timm naming to start from (\"\" = random init)"));

@@ -91,12 +91,13 @@ struct CpuOps {
                           const Stat* rstd, i64 rows, int C, bool acc) {
     ref::layernorm_backward<T>(dx, dw, db, dout, x, w, mean, rstd, rows, C, acc);
   }
-  void attention_forward(Act* out, Stat* lse, const Act* qkv, int B, int Tn, int H, int d, double scale) {
-    ref::attention_forward<T>(out, lse, qkv, B, Tn, H, d, scale);
+  void attention_forward(Act* out, Stat* lse, const Act* qkv, int B, int Tn, int H, int d, double scale,
+                         const AttnDropout& drop) {
+    ref::attention_forward<T>(out, lse, qkv, B, Tn, H, d, scale, drop);
   }
   void attention_backward(Act* dqkv, const Act* dout, const Act* qkv, const Act* out, const Stat* lse, int B, int Tn, int H,
-                          int d, double scale) {
-    ref::attention_backward<T>(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale);
+                          int d, double scale, const AttnDropout& drop) {
+    ref::attention_backward<T>(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, drop);
   }
   void patch_keep_indices(int* idx, int B, int Np, int keep, uint64_t seed, uint64_t site) {
     ref::patch_keep_indices(idx, B, Np, keep, seed, site);

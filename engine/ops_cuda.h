@@ -191,13 +191,14 @@ struct CudaOps {
     VIT_ASSERT(gpu::layernorm_backward_scratch_floats(rows, C) <= scratch_floats_, "scratch not prepared");
     gpu::layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, rows, C, acc, scratch_, stream_);
   }
-  void attention_forward(Act* out, Stat* lse, const Act* qkv, int B, int Tn, int H, int d, double scale) {
-    gpu::attention_forward(out, lse, qkv, B, Tn, H, d, (float)scale, stream_);
+  void attention_forward(Act* out, Stat* lse, const Act* qkv, int B, int Tn, int H, int d, double scale,
+                         const AttnDropout& drop) {
+    gpu::attention_forward(out, lse, qkv, B, Tn, H, d, (float)scale, stream_, drop);
   }
   void attention_backward(Act* dqkv, const Act* dout, const Act* qkv, const Act* out, const Stat* lse, int B, int Tn,
-                          int H, int d, double scale) {
+                          int H, int d, double scale, const AttnDropout& drop) {
     VIT_ASSERT(gpu::attention_backward_workspace_bytes(B, Tn, H, d) <= workspace_bytes_, "workspace not prepared");
-    gpu::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, (float)scale, workspace_, stream_);
+    gpu::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, (float)scale, workspace_, stream_, drop);
   }
   void patch_keep_indices(int* idx, int B, int Np, int keep, uint64_t seed, uint64_t site) {
     gpu::patch_keep_indices(idx, B, Np, keep, seed, site, stream_);

@@ -8,6 +8,7 @@
 #include <variant>
 #include <vector>
 
+#include "kernels/attention_dropout.h"
 #include "kernels/embed.h"
 #include "kernels/pool.h"
 #include "kernels/types.h"
@@ -68,11 +69,11 @@ struct Nodes {
     void forward(Ops& o) { o.linear_forward(out, x, w, b, M, K, N); }
     void backward(Ops& o) { o.linear_backward(dx, dw, db, dout, x, w, M, K, N, acc); }
   };
-  struct Attention {
+  struct Attention {  // drop: attention dropout (p = 0: none); its mask is regenerated in backward
     A* out; S* lse; const A* qkv; int B, Tn, H, d; double scale;
-    A* dout; A* dqkv;
-    void forward(Ops& o) { o.attention_forward(out, lse, qkv, B, Tn, H, d, scale); }
-    void backward(Ops& o) { o.attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale); }
+    A* dout; A* dqkv; AttnDropout drop;
+    void forward(Ops& o) { o.attention_forward(out, lse, qkv, B, Tn, H, d, scale, drop); }
+    void backward(Ops& o) { o.attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, drop); }
   };
   struct Gelu {
     A* out; const A* x; i64 n; bool tanh;

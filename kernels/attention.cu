@@ -2,6 +2,8 @@
 // variant (one warp per query or key row, fp32 on CUDA cores) that is both the readable baseline the fused
 // kernels are tested against and the fallback for head dims the fused kernels are not built for.
 // The fused kernels live in attention_fwd*.cu and attention_bwd*.cu.
+// Attention dropout: the simple kernels draw the mask one (query, key) entry at a time (attention_dropout.h),
+// in instantiations of their own (kDropout), so the p = 0 kernels are the plain ones.
 #include <cstdint>
 #include <cstdlib>
 
@@ -24,9 +26,15 @@ struct RowId {
   __device__ RowId(i64 w, int Tn, int H) : b((int)(w / Tn / H)), h((int)(w / Tn % H)), t((int)(w % Tn)) {}
 };
 
+// Keep decision of attention dropout for query i, key j of head bh.
+__device__ __forceinline__ bool keep1(const MaskParams& mk, i64 bh, int i, int j) {
+  return attn_mask::uniform16(mk.seed, mk.site, bh, i, j) >= mk.thr;
+}
+
 // out[b,i,h,:] and lse[b,h,i] for one query row per warp, by the online softmax over keys j.
+template <bool kDropout>
 __global__ void simple_fwd_kernel(bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ qkv,
-                                  int B, int Tn, int H, int d, float scale) {
+                                  int B, int Tn, int H, int d, float scale, MaskParams mk) {
   const i64 w = (i64)blockIdx.x * kSimpleWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (w >= (i64)B * H * Tn) return;  // whole warps leave together
@@ -53,14 +61,17 @@ __global__ void simple_fwd_kernel(bf16* __restrict__ out, float* __restrict__ ls
     const float corr = __expf(m - mn);  // 0 on the first key (m = -inf)
     const float p = __expf(s - mn);
     l = l * corr + p;
+    float po = p;  // what enters O: the dropped P (scaled once at the end)
+    if constexpr (kDropout) po = keep1(mk, w / Tn, id.t, j) ? p : 0.f;
 #pragma unroll
-    for (int r = 0; r < 4; ++r) o[r] = o[r] * corr + (lane + 32 * r < d ? p * ld(v + lane + 32 * r) : 0.f);
+    for (int r = 0; r < 4; ++r) o[r] = o[r] * corr + (lane + 32 * r < d ? po * ld(v + lane + 32 * r) : 0.f);
     m = mn;
   }
   bf16* orow = out + (((i64)id.b * Tn + id.t) * H + id.h) * d;
+  const float l_out = kDropout ? l / mk.scale : l;  // the keep scale joins 1 / l; lse keeps the plain l
 #pragma unroll
   for (int r = 0; r < 4; ++r)
-    if (lane + 32 * r < d) orow[lane + 32 * r] = __float2bfloat16(o[r] / l);
+    if (lane + 32 * r < d) orow[lane + 32 * r] = __float2bfloat16(o[r] / l_out);
   if (lane == 0) lse[w] = m + logf(l);  // w is the (B, H, T) index
 }
 
@@ -78,10 +89,12 @@ __global__ void simple_rowdot_kernel(float* __restrict__ Dws, const bf16* __rest
   if (lane == 0) Dws[w] = part;
 }
 
-// dq_i = scale Σ_j P_ij (dO_i·v_j − D_i) k_j, one query row per warp.
+// dq_i = scale Σ_j P_ij (dO_i·v_j − D_i) k_j, one query row per warp. With dropout dO_i·v_j becomes
+// Z_ij s dO_i·v_j (the gradient of P_ij; see attention_ref.cpp).
+template <bool kDropout>
 __global__ void simple_dq_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ dout, const bf16* __restrict__ qkv,
                                  const float* __restrict__ lse, const float* __restrict__ Dws, int B, int Tn, int H,
-                                 int d, float scale) {
+                                 int d, float scale, MaskParams mk) {
   const i64 w = (i64)blockIdx.x * kSimpleWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (w >= (i64)B * H * Tn) return;
@@ -110,7 +123,9 @@ __global__ void simple_dq_kernel(bf16* __restrict__ dqkv, const bf16* __restrict
       dp += c < d ? g[r] * ld(v + c) : 0.f;
     }
     const float p = __expf(warp_sum(sp) * scale - li);
-    const float ds = p * (warp_sum(dp) - Di);
+    float gp = warp_sum(dp);  // ∂L/∂P_ij
+    if constexpr (kDropout) gp = keep1(mk, w / Tn, id.t, j) ? gp * mk.scale : 0.f;
+    const float ds = p * (gp - Di);
 #pragma unroll
     for (int r = 0; r < 4; ++r) acc[r] += ds * kr[r];
   }
@@ -120,10 +135,12 @@ __global__ void simple_dq_kernel(bf16* __restrict__ dqkv, const bf16* __restrict
     if (lane + 32 * r < d) dq[lane + 32 * r] = __float2bfloat16(scale * acc[r]);
 }
 
-// dk_j = scale Σ_i dS_ij q_i and dv_j = Σ_i P_ij dO_i, one key row per warp.
+// dk_j = scale Σ_i dS_ij q_i and dv_j = Σ_i P_ij dO_i, one key row per warp (with dropout P_ij Z_ij s in dv).
+template <bool kDropout>
 __global__ void simple_dkv_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ dout,
                                   const bf16* __restrict__ qkv, const float* __restrict__ lse,
-                                  const float* __restrict__ Dws, int B, int Tn, int H, int d, float scale) {
+                                  const float* __restrict__ Dws, int B, int Tn, int H, int d, float scale,
+                                  MaskParams mk) {
   const i64 w = (i64)blockIdx.x * kSimpleWarps + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (w >= (i64)B * H * Tn) return;
@@ -152,11 +169,17 @@ __global__ void simple_dkv_kernel(bf16* __restrict__ dqkv, const bf16* __restric
       dp += gr[r] * v[r];
     }
     const float p = __expf(warp_sum(sp) * scale - lse[stat0 + i]);
-    const float ds = p * (warp_sum(dp) - Dws[stat0 + i]);
+    float gp = warp_sum(dp), pv = p;  // ∂L/∂P_ij and what multiplies dO_i in dv
+    if constexpr (kDropout) {
+      const bool kept = keep1(mk, w / Tn, i, id.t);
+      gp = kept ? gp * mk.scale : 0.f;
+      pv = kept ? p * mk.scale : 0.f;
+    }
+    const float ds = p * (gp - Dws[stat0 + i]);
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
       dk[r] += ds * qr[r];
-      dv[r] += p * gr[r];
+      dv[r] += pv * gr[r];
     }
   }
   bf16* dkr = dqkv + (((i64)id.b * Tn + id.t) * 3 + 1) * H * d + (i64)id.h * d;
@@ -187,20 +210,35 @@ bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15
 
 }  // namespace
 
+MaskParams mask_params(const AttnDropout& drop) {
+  MaskParams mk;
+  if (!drop.active()) return mk;
+  mk.seed = drop.seed;
+  mk.site = drop.site;
+  mk.thr = attn_mask::threshold(drop.p);
+  mk.thr2 = mk.thr | (mk.thr << 16);
+  mk.scale = (float)attn_mask::keep_scale(mk.thr);
+  mk.on = true;
+  return mk;
+}
+
 void simple_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
-                    cudaStream_t stream) {
-  simple_fwd_kernel<<<simple_blocks(B, Tn, H), 32 * kSimpleWarps, 0, stream>>>(out, lse, qkv, B, Tn, H, d, scale);
+                    const MaskParams& mk, cudaStream_t stream) {
+  auto kernel = mk.on ? simple_fwd_kernel<true> : simple_fwd_kernel<false>;
+  kernel<<<simple_blocks(B, Tn, H), 32 * kSimpleWarps, 0, stream>>>(out, lse, qkv, B, Tn, H, d, scale, mk);
   CUDA_CHECK_LAUNCH();
 }
 
 void simple_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
-                     int H, int d, float scale, float* Dws, cudaStream_t stream) {
+                     int H, int d, float scale, const MaskParams& mk, float* Dws, cudaStream_t stream) {
   const unsigned blocks = simple_blocks(B, Tn, H);
   simple_rowdot_kernel<<<blocks, 32 * kSimpleWarps, 0, stream>>>(Dws, dout, out, B, Tn, H, d);
   CUDA_CHECK_LAUNCH();
-  simple_dq_kernel<<<blocks, 32 * kSimpleWarps, 0, stream>>>(dqkv, dout, qkv, lse, Dws, B, Tn, H, d, scale);
+  auto dq_kernel = mk.on ? simple_dq_kernel<true> : simple_dq_kernel<false>;
+  dq_kernel<<<blocks, 32 * kSimpleWarps, 0, stream>>>(dqkv, dout, qkv, lse, Dws, B, Tn, H, d, scale, mk);
   CUDA_CHECK_LAUNCH();
-  simple_dkv_kernel<<<blocks, 32 * kSimpleWarps, 0, stream>>>(dqkv, dout, qkv, lse, Dws, B, Tn, H, d, scale);
+  auto dkv_kernel = mk.on ? simple_dkv_kernel<true> : simple_dkv_kernel<false>;
+  dkv_kernel<<<blocks, 32 * kSimpleWarps, 0, stream>>>(dqkv, dout, qkv, lse, Dws, B, Tn, H, d, scale, mk);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -232,26 +270,32 @@ Variant default_variant(int d) {
   return flash_supports(d) ? v : Variant::simple;
 }
 
+// With dropout the resident and fast forwards give way to flash (their kernels have no mask); every backward
+// and the simple and flash forwards take it.
 void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
-             cudaStream_t stream) {
+             cudaStream_t stream, const AttnDropout& drop) {
   check_args(B, Tn, H, d, scale);
+  attn_mask::check(drop, B, Tn, H);
+  const MaskParams mk = mask_params(drop);
   if (v != Variant::simple) {
     VIT_REQUIRE(flash_supports(d), "attention: the fused kernels are built for head dims 32, 64, 80, 96, 128, not ", d);
     VIT_REQUIRE(aligned16(qkv) && aligned16(out), "attention: qkv and out must be 16-byte aligned");
-    if (v == Variant::resident && resident_forward_supports(Tn, d))
+    if (v == Variant::resident && !mk.on && resident_forward_supports(Tn, d))
       resident_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
-    else if (v == Variant::fast)
+    else if (v == Variant::fast && !mk.on)
       fast_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
     else
-      flash_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
+      flash_forward(out, lse, qkv, B, Tn, H, d, scale, mk, stream);
   } else {
-    simple_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
+    simple_forward(out, lse, qkv, B, Tn, H, d, scale, mk, stream);
   }
 }
 
 void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
-              int Tn, int H, int d, float scale, void* workspace, cudaStream_t stream) {
+              int Tn, int H, int d, float scale, void* workspace, cudaStream_t stream, const AttnDropout& drop) {
   check_args(B, Tn, H, d, scale);
+  attn_mask::check(drop, B, Tn, H);
+  const MaskParams mk = mask_params(drop);
   VIT_REQUIRE(workspace != nullptr, "attention: backward needs attention_backward_workspace_bytes() of workspace");
   VIT_REQUIRE((reinterpret_cast<std::uintptr_t>(workspace) & 3) == 0, "attention: workspace must be 4-byte aligned");
   float* Dws = static_cast<float*>(workspace);
@@ -260,11 +304,11 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
     VIT_REQUIRE(aligned16(dqkv) && aligned16(dout) && aligned16(qkv) && aligned16(out),
                 "attention: qkv, out, dout and dqkv must be 16-byte aligned");
     if ((v == Variant::resident || v == Variant::fast) && resident_backward_supports(Tn, d))
-      resident_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, stream);  // needs no workspace
+      resident_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, mk, stream);  // needs no workspace
     else
-      flash_backward(v, dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, Dws, stream);
+      flash_backward(v, dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, mk, Dws, stream);
   } else {
-    simple_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, Dws, stream);
+    simple_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, mk, Dws, stream);
   }
 }
 
@@ -274,19 +318,20 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
 // T197 d64, docs/benchmarks.md run 4): forward flash 217 us < resident 233 < fast 244; backward resident
 // 619 us < fast 637 < flash 834. Every variant reads and writes the same out / lse, so they pair freely.
 // VIT_ATTN_VARIANT forces one variant for both; head dims without fused kernels use the simple ones.
+// Attention dropout keeps this pairing (flash forward, resident backward where it applies).
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, const AttnDropout& drop) {
   attn::Variant v = attn::default_variant(d);
   const char* env = std::getenv("VIT_ATTN_VARIANT");
   if (v == attn::Variant::resident && (env == nullptr || *env == '\0')) v = attn::Variant::flash;
-  attn::forward(v, out, lse, qkv, B, Tn, H, d, scale, stream);
+  attn::forward(v, out, lse, qkv, B, Tn, H, d, scale, stream, drop);
 }
 
 i64 attention_backward_workspace_bytes(int B, int Tn, int H, int d) { return attn::workspace_bytes(B, Tn, H, d); }
 
 void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
-                        int H, int d, float scale, void* workspace, cudaStream_t stream) {
-  attn::backward(attn::default_variant(d), dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, workspace, stream);
+                        int H, int d, float scale, void* workspace, cudaStream_t stream, const AttnDropout& drop) {
+  attn::backward(attn::default_variant(d), dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, workspace, stream, drop);
 }
 
 }  // namespace vit::gpu

@@ -1,23 +1,28 @@
 // Multi-head non-causal softmax attention, as timm's Attention after the qkv linear:
 //   qkv (B, T, 3, H, d)  ->  out (B, T, H, d),  lse (B, H, T) = log-sum-exp of each score row (saved for backward)
-//   out[b,t,h,:] = softmax(scale · q[b,t,h,:] · k[b,:,h,:]^T) · v[b,:,h,:]
-// Backward writes dqkv (=) in the qkv layout. Any T >= 1; head dims 32..128 on the GPU.
+//   out[b,t,h,:] = (softmax(scale · q[b,t,h,:] · k[b,:,h,:]^T) ⊙ Z · s) · v[b,:,h,:]
+// with the attention dropout mask Z and keep scale s of attention_dropout.h (Z = 1, s = 1 when drop.p = 0, the
+// default). lse is always that of the undropped scores. The backward takes the same `drop` (the mask is
+// regenerated) and the dropped `out`, and writes dqkv (=) in the qkv layout. Any T >= 1; head dims 32..128 on
+// the GPU.
 #pragma once
+#include "kernels/attention_dropout.h"
 #include "kernels/types.h"
 
 namespace vit::ref {
 template <class T>
-void attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int H, int d, double scale);
+void attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int H, int d, double scale,
+                       const AttnDropout& drop = {});
 template <class T>
 void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B, int Tn, int H, int d,
-                        double scale);
+                        double scale, const AttnDropout& drop = {});
 }  // namespace vit::ref
 
 namespace vit::gpu {
 // Fused flash-style kernels: the T×T matrix never reaches device memory.
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
-                       cudaStream_t stream);
+                       cudaStream_t stream, const AttnDropout& drop = {});
 i64 attention_backward_workspace_bytes(int B, int Tn, int H, int d);
 void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
-                        int H, int d, float scale, void* workspace, cudaStream_t stream);
+                        int H, int d, float scale, void* workspace, cudaStream_t stream, const AttnDropout& drop = {});
 }  // namespace vit::gpu

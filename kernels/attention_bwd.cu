@@ -9,6 +9,9 @@
 //       dk = scale·dK.
 // Pass 1 recomputes S and dP that pass 2 computes again (7 tile products instead of 5), which costs less
 // than the fp32 dQ accumulator's memory traffic at ViT sequence lengths. All of dqkv is written (=).
+//
+// Attention dropout (kDropout, separate instantiations; mask Z, keep scale s): D is that of the dropped O,
+// dS = P ⊙ (Z s dP − D) in both passes and dV += (P ⊙ Z)ᵀ dO, scaled by s once at the end.
 #include "engine/cuda_check.h"
 #include "kernels/attention_tiles.cuh"
 
@@ -36,10 +39,11 @@ struct DqCfg {
 
 // One key block of pass 1 for one warp (16 query rows): S and dP (16, BN), dS, dQ += dS K.
 // sQw / sdOw point at the warp's 16 rows of Q and dO. kFull: all BN keys exist (guards compile away).
-template <int D, int BN, bool kFull>
+// kDropout: the mask of tile mt (rows: the warp's queries, columns: the block's keys).
+template <int D, int BN, bool kFull, bool kDropout>
 __device__ __forceinline__ void dq_block(const bf16* sQw, const bf16* sdOw, const bf16* sKb, const bf16* sVb,
                                          int kv_valid, float sl2, const float (&lse2)[2], const float (&Drow)[2],
-                                         const LaneOffsets& lo, int t, float (&dq)[D / 8][4]) {
+                                         const LaneOffsets& lo, int t, float (&dq)[D / 8][4], const MaskTile& mt) {
   constexpr int P = D + kPad;
   // S = Q Kᵀ and dP = dO Vᵀ; n-block n holds keys 8n..8n+7 of the block.
   float s[BN / 8][4], dp[BN / 8][4];
@@ -69,6 +73,12 @@ __device__ __forceinline__ void dq_block(const bf16* sQw, const bf16* sdOw, cons
 #pragma unroll
   for (int n = 0; n < BN / 8; ++n) {
     if (kFull || n * 8 < kv_valid) {
+      if constexpr (kDropout) {  // dP of the dropped entries is 0, of the kept s·dP
+        uint32_t m[2];
+        keep_masks<false>(m, mt.mk, mt.bh, mt.row0, mt.col0 + n * 8, (threadIdx.x & 31) >> 2, t);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dp[n][e] = keep_or_zero(dp[n][e] * mt.mk.scale, m[e >> 1], e & 1);
+      }
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const bool key_ok = kFull || n * 8 + 2 * t + (e & 1) < kv_valid;
@@ -96,11 +106,11 @@ __device__ __forceinline__ void dq_block(const bf16* sQw, const bf16* sdOw, cons
   }
 }
 
-template <int D, int BLK, int MINB>
+template <int D, int BLK, int MINB, bool kDropout>
 __global__ void __launch_bounds__(DqCfg<D, BLK, MINB>::kThreads, MINB)
     flash_bwd_dq_kernel(bf16* __restrict__ dqkv, float* __restrict__ Dws, const bf16* __restrict__ dout,
                         const bf16* __restrict__ qkv, const bf16* __restrict__ out, const float* __restrict__ lse,
-                        int Tn, int H, int n_qblk, float scale) {
+                        int Tn, int H, int n_qblk, float scale, MaskParams mk) {
   using C = DqCfg<D, BLK, MINB>;
   constexpr int P = C::kPitch, BM = C::kBM, BN = C::kBN;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -187,10 +197,11 @@ __global__ void __launch_bounds__(DqCfg<D, BLK, MINB>::kThreads, MINB)
       const bf16* sQw = sQ + warp * 16 * P;
       const bf16* sdOw = sdO + warp * 16 * P;
       const int kv_valid = min(BN, Tn - j * BN);  // keys of this block that exist (>= 1)
+      const MaskTile mt{mk, bh, row0, j * BN};
       if (kv_valid == BN)
-        dq_block<D, BN, true>(sQw, sdOw, sKb, sVb, kv_valid, sl2, lse2, Drow, lo, t, dq);
+        dq_block<D, BN, true, kDropout>(sQw, sdOw, sKb, sVb, kv_valid, sl2, lse2, Drow, lo, t, dq, mt);
       else
-        dq_block<D, BN, false>(sQw, sdOw, sKb, sVb, kv_valid, sl2, lse2, Drow, lo, t, dq);
+        dq_block<D, BN, false, kDropout>(sQw, sdOw, sKb, sVb, kv_valid, sl2, lse2, Drow, lo, t, dq, mt);
     }
   }
 
@@ -228,11 +239,13 @@ struct DkvCfg {
 
 // One query block of pass 2 for one warp (16 key rows): Sᵀ, Pᵀ, dV += Pᵀ dO, dPᵀ, dSᵀ, dK += dSᵀ Q.
 // sKw / sVw point at the warp's 16 rows of K and V. kFull: all BM queries exist (guards compile away).
-template <int D, int BM, bool kFull>
+// kDropout: the mask of tile mt (rows: the warp's keys, columns: the block's queries); dV then sums (P ⊙ Z)ᵀ dO
+// and the caller applies the keep scale.
+template <int D, int BM, bool kFull, bool kDropout>
 __device__ __forceinline__ void dkv_block(const bf16* sKw, const bf16* sVw, const bf16* sQb, const bf16* sdOb,
                                           const float* sLseb, const float* sDb, int q_valid, float sl2,
                                           const LaneOffsets& lo, int t, float (&dk)[D / 8][4],
-                                          float (&dv)[D / 8][4]) {
+                                          float (&dv)[D / 8][4], const MaskTile& mt) {
   constexpr int P = D + kPad;
   // Sᵀ = K Qᵀ: (16 keys, BM queries); n-block n holds queries 8n..8n+7 of the block.
   float s[BM / 8][4];
@@ -253,6 +266,8 @@ __device__ __forceinline__ void dkv_block(const bf16* sKw, const bf16* sVw, cons
     }
   }
   // Pᵀ = exp(scale·Sᵀ − lse[query]); queries past T get 0.
+  static_assert(!kDropout || BM <= 64, "pack_keep holds 8 n-blocks");
+  [[maybe_unused]] uint32_t kbits = 0;  // keep masks of the block's n-blocks (pack_keep)
 #pragma unroll
   for (int n = 0; n < BM / 8; ++n) {
     if (kFull || n * 8 < q_valid) {
@@ -260,6 +275,11 @@ __device__ __forceinline__ void dkv_block(const bf16* sKw, const bf16* sVw, cons
       for (int e = 0; e < 4; ++e) {
         const int q = n * 8 + 2 * t + (e & 1);
         s[n][e] = (kFull || q < q_valid) ? fast_exp2(fmaf(s[n][e], sl2, -sLseb[q] * kLog2e)) : 0.f;
+      }
+      if constexpr (kDropout) {
+        uint32_t m[2];
+        keep_masks<true>(m, mt.mk, mt.bh, mt.row0, mt.col0 + n * 8, (threadIdx.x & 31) >> 2, t);
+        kbits |= pack_keep(m, n);
       }
     } else {
       s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
@@ -271,6 +291,12 @@ __device__ __forceinline__ void dkv_block(const bf16* sKw, const bf16* sVw, cons
     if (kFull || kk * 16 < q_valid) {
       uint32_t pa[4];
       c_pair_to_a(pa, s[2 * kk], s[2 * kk + 1]);
+      if constexpr (kDropout) {  // P ⊙ Z: the masks clear dropped bf16 halves (c_pair_to_a's register order)
+        pa[0] &= unpack_keep(kbits, 2 * kk, 0);
+        pa[1] &= unpack_keep(kbits, 2 * kk, 1);
+        pa[2] &= unpack_keep(kbits, 2 * kk + 1, 0);
+        pa[3] &= unpack_keep(kbits, 2 * kk + 1, 1);
+      }
 #pragma unroll
       for (int dd = 0; dd < D / 16; ++dd) {
         uint32_t gb[4];
@@ -298,11 +324,16 @@ __device__ __forceinline__ void dkv_block(const bf16* sKw, const bf16* sVw, cons
       }
     }
   }
-  // dSᵀ = Pᵀ ⊙ (dPᵀ − D[query]), stored over s (masked queries stay 0: P = 0 and D = 0 there).
+  // dSᵀ = Pᵀ ⊙ (dPᵀ − D[query]), stored over s (masked queries stay 0: P = 0 and D = 0 there); with dropout
+  // dPᵀ is Z s dPᵀ.
 #pragma unroll
   for (int n = 0; n < BM / 8; ++n)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) s[n][e] *= dpt[n][e] - sDb[n * 8 + 2 * t + (e & 1)];
+    for (int e = 0; e < 4; ++e) {
+      if constexpr (kDropout)
+        dpt[n][e] = keep_or_zero(dpt[n][e] * mt.mk.scale, unpack_keep(kbits, n, e >> 1), e & 1);
+      s[n][e] *= dpt[n][e] - sDb[n * 8 + 2 * t + (e & 1)];
+    }
   // dK += dSᵀ Q: k runs over queries; Q is read transposed.
 #pragma unroll
   for (int kk = 0; kk < BM / 16; ++kk) {
@@ -320,11 +351,11 @@ __device__ __forceinline__ void dkv_block(const bf16* sKw, const bf16* sVw, cons
   }
 }
 
-template <int D, int BLK, int MINB>
+template <int D, int BLK, int MINB, bool kDropout>
 __global__ void __launch_bounds__(DkvCfg<D, BLK, MINB>::kThreads, MINB)
     flash_bwd_dkv_kernel(bf16* __restrict__ dqkv, const float* __restrict__ Dws, const bf16* __restrict__ dout,
                          const bf16* __restrict__ qkv, const float* __restrict__ lse, int Tn, int H, int n_kblk,
-                         float scale) {
+                         float scale, MaskParams mk) {
   using C = DkvCfg<D, BLK, MINB>;
   constexpr int P = C::kPitch, BM = C::kBM, BN = C::kBN;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -394,14 +425,23 @@ __global__ void __launch_bounds__(DkvCfg<D, BLK, MINB>::kThreads, MINB)
       const bf16* sKw = sK + warp * 16 * P;
       const bf16* sVw = sV + warp * 16 * P;
       const int q_valid = min(BM, Tn - i * BM);  // queries of this block that exist (>= 1)
+      const MaskTile mt{mk, bh, key0, i * BM};
       if (q_valid == BM)
-        dkv_block<D, BM, true>(sKw, sVw, sQb, sdOb, sLse + buf * BM, sD + buf * BM, q_valid, sl2, lo, t, dk, dv);
+        dkv_block<D, BM, true, kDropout>(sKw, sVw, sQb, sdOb, sLse + buf * BM, sD + buf * BM, q_valid, sl2, lo, t, dk,
+                                         dv, mt);
       else
-        dkv_block<D, BM, false>(sKw, sVw, sQb, sdOb, sLse + buf * BM, sD + buf * BM, q_valid, sl2, lo, t, dk, dv);
+        dkv_block<D, BM, false, kDropout>(sKw, sVw, sQb, sdOb, sLse + buf * BM, sD + buf * BM, q_valid, sl2, lo, t,
+                                          dk, dv, mt);
     }
   }
 
   if (!active) return;
+  if constexpr (kDropout) {  // dV summed (P ⊙ Z)ᵀ dO: the keep scale once
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dv[n][e] *= mk.scale;
+  }
   // dk = scale · dK and dv into the k and v parts of dqkv.
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -418,9 +458,9 @@ __global__ void __launch_bounds__(DkvCfg<D, BLK, MINB>::kThreads, MINB)
   }
 }
 
-template <int D, int BLK, int MINB>
-void launch_bwd(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn, int H,
-                float scale, float* Dws, cudaStream_t stream) {
+template <int D, int BLK, int MINB, bool kDropout>
+void launch_bwd_masked(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
+                       int H, float scale, const MaskParams& mk, float* Dws, cudaStream_t stream) {
   using Q = DqCfg<D, BLK, MINB>;
   using KV = DkvCfg<D, BLK, MINB>;
   const int n_qblk = (Tn + Q::kBM - 1) / Q::kBM;
@@ -429,16 +469,23 @@ void launch_bwd(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, 
   VIT_REQUIRE(blocks_q < (1LL << 31) && blocks_kv < (1LL << 31), "attention: B·H·T too large for one launch");
 
   // Pass 1 writes D for pass 2 (same stream: ordered).
-  auto dq_kernel = flash_bwd_dq_kernel<D, BLK, MINB>;
+  auto dq_kernel = flash_bwd_dq_kernel<D, BLK, MINB, kDropout>;
   CUDA_CHECK(cudaFuncSetAttribute(dq_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Q::kSmem));
   dq_kernel<<<(unsigned)blocks_q, Q::kThreads, Q::kSmem, stream>>>(dqkv, Dws, dout, qkv, out, lse, Tn, H, n_qblk,
-                                                                    scale);
+                                                                    scale, mk);
   CUDA_CHECK_LAUNCH();
-  auto dkv_kernel = flash_bwd_dkv_kernel<D, BLK, MINB>;
+  auto dkv_kernel = flash_bwd_dkv_kernel<D, BLK, MINB, kDropout>;
   CUDA_CHECK(cudaFuncSetAttribute(dkv_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, KV::kSmem));
   dkv_kernel<<<(unsigned)blocks_kv, KV::kThreads, KV::kSmem, stream>>>(dqkv, Dws, dout, qkv, lse, Tn, H, n_kblk,
-                                                                       scale);
+                                                                       scale, mk);
   CUDA_CHECK_LAUNCH();
+}
+
+template <int D, int BLK, int MINB>
+void launch_bwd(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn, int H,
+                float scale, const MaskParams& mk, float* Dws, cudaStream_t stream) {
+  if (mk.on) return launch_bwd_masked<D, BLK, MINB, true>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, Dws, stream);
+  launch_bwd_masked<D, BLK, MINB, false>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, Dws, stream);
 }
 
 }  // namespace
@@ -446,16 +493,16 @@ void launch_bwd(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, 
 // Tilings (from -Xptxas -v, no spills): d <= 64 steps of 32 rows at 2 CTAs (16 warps) per SM; wider heads
 // steps of 32 rows at 1 CTA per SM. Variant::flash_wide tries 64-row steps at 1 CTA per SM for d = 64.
 void flash_backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
-                    int Tn, int H, int d, float scale, float* Dws, cudaStream_t stream) {
+                    int Tn, int H, int d, float scale, const MaskParams& mk, float* Dws, cudaStream_t stream) {
   switch (d) {
-    case 32: return launch_bwd<32, 32, 2>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, Dws, stream);
+    case 32: return launch_bwd<32, 32, 2>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, Dws, stream);
     case 64:
       if (v == Variant::flash_wide)
-        return launch_bwd<64, 64, 1>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, Dws, stream);
-      return launch_bwd<64, 32, 2>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, Dws, stream);
-    case 80: return launch_bwd<80, 32, 1>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, Dws, stream);
-    case 96: return launch_bwd<96, 32, 1>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, Dws, stream);
-    case 128: return launch_bwd<128, 32, 1>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, Dws, stream);
+        return launch_bwd<64, 64, 1>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, Dws, stream);
+      return launch_bwd<64, 32, 2>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, Dws, stream);
+    case 80: return launch_bwd<80, 32, 1>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, Dws, stream);
+    case 96: return launch_bwd<96, 32, 1>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, Dws, stream);
+    case 128: return launch_bwd<128, 32, 1>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, Dws, stream);
     default: VIT_ASSERT(false, "flash_backward: no kernel for head dim ", d);
   }
 }

@@ -15,6 +15,10 @@
 // D = rowsum(dO ⊙ O) and lse (pre-multiplied by log2 e) for all T queries are computed into shared memory in
 // the prologue, while K and V are in flight; queries past T get lse = +inf, so P = 0 there with no branch.
 // Keys past T are masked explicitly (their Sᵀ row is 0, and exp(−lse) alone could overflow).
+//
+// Attention dropout (kDropout, separate instantiations; mask Z, keep scale s): each n-block's keep masks are
+// drawn next to its Pᵀ; dV += (Pᵀ ⊙ Z) dO uses the bf16 Pᵀ fragments with the dropped halves cleared (scaled by
+// s once at the end), and dSᵀ = Pᵀ ⊙ (Z s dPᵀ − D) with D from the dropped O.
 #include <algorithm>
 
 #include "engine/cuda_check.h"
@@ -46,12 +50,14 @@ struct ResBwdCfg {
 };
 
 // One query block for one warp (16 keys): everything but dQ; dSᵀ goes to sdSw (the warp's 16 rows).
-// kFull: all kBM queries exist (the per-tile guards compile away).
-template <int D, int BM, int PS, bool kFull>
+// kFull: all kBM queries exist (the per-tile guards compile away). kDropout: the mask of tile mt (rows: the
+// warp's keys, columns: the block's queries).
+template <int D, int BM, int PS, bool kFull, bool kDropout>
 __device__ __forceinline__ void res_dkv_block(const bf16* sKw, const bf16* sVw, const bf16* sQb, const bf16* sdOb,
                                               const float* lse2b, const float* Db, int q_valid, float sl2,
                                               const bool (&kok)[2], const LaneOffsets& lo, int g, int t,
-                                              float (&dk)[D / 8][4], float (&dv)[D / 8][4], bf16* sdSw) {
+                                              float (&dk)[D / 8][4], float (&dv)[D / 8][4], bf16* sdSw,
+                                              const MaskTile& mt) {
   constexpr int P = D + kPad;
   // Sᵀ = K Qᵀ: (16 keys, BM queries); n-block n holds queries 8n..8n+7 of the block.
   float s[BM / 8][4];
@@ -75,6 +81,7 @@ __device__ __forceinline__ void res_dkv_block(const bf16* sKw, const bf16* sVw, 
   // as the bf16 A fragments of dV += Pᵀ dO (half the registers of fp32, which keeps d = 64 within 128 with
   // dK and dV resident); dS below uses the same rounded P.
   uint32_t pa[BM / 16][4];
+  [[maybe_unused]] uint32_t kbits = 0;  // keep masks of the block's n-blocks (pack_keep)
 #pragma unroll
   for (int kk = 0; kk < BM / 16; ++kk) {
     float p[2][4];
@@ -87,6 +94,11 @@ __device__ __forceinline__ void res_dkv_block(const bf16* sKw, const bf16* sVw, 
         p[h][1] = kok[0] ? fast_exp2(fmaf(s[n][1], sl2, -l2.y)) : 0.f;
         p[h][2] = kok[1] ? fast_exp2(fmaf(s[n][2], sl2, -l2.x)) : 0.f;
         p[h][3] = kok[1] ? fast_exp2(fmaf(s[n][3], sl2, -l2.y)) : 0.f;
+        if constexpr (kDropout) {
+          uint32_t m[2];
+          keep_masks<true>(m, mt.mk, mt.bh, mt.row0, mt.col0 + n * 8, g, t);
+          kbits |= pack_keep(m, n);
+        }
       } else {
         p[h][0] = p[h][1] = p[h][2] = p[h][3] = 0.f;
       }
@@ -97,12 +109,18 @@ __device__ __forceinline__ void res_dkv_block(const bf16* sKw, const bf16* sVw, 
 #pragma unroll
   for (int kk = 0; kk < BM / 16; ++kk) {
     if (kFull || kk * 16 < q_valid) {
+      [[maybe_unused]] uint32_t pz[4];  // P ⊙ Z: the dropped bf16 halves cleared
+      if constexpr (kDropout) {
+#pragma unroll
+        for (int x = 0; x < 4; ++x) pz[x] = pa[kk][x] & unpack_keep(kbits, 2 * kk + (x >> 1), x & 1);
+      }
+      const uint32_t(&pv)[4] = kDropout ? pz : pa[kk];
 #pragma unroll
       for (int dd = 0; dd < D / 16; ++dd) {
         uint32_t gb[4];
         ldsm_x4_trans(gb, smem_addr(sdOb + (kk * 16 + lo.bk_row) * P + dd * 16 + lo.bk_col));
-        mma_16816(dv[2 * dd], pa[kk], gb[0], gb[1]);
-        mma_16816(dv[2 * dd + 1], pa[kk], gb[2], gb[3]);
+        mma_16816(dv[2 * dd], pv, gb[0], gb[1]);
+        mma_16816(dv[2 * dd + 1], pv, gb[2], gb[3]);
       }
     }
   }
@@ -131,8 +149,15 @@ __device__ __forceinline__ void res_dkv_block(const bf16* sKw, const bf16* sVw, 
     if (kFull || kk * 16 < q_valid) {
       const float2 d0 = *reinterpret_cast<const float2*>(Db + kk * 16 + 2 * t);
       const float2 d1 = *reinterpret_cast<const float2*>(Db + kk * 16 + 8 + 2 * t);
-      const float(&e0)[4] = dpt[2 * kk];
-      const float(&e1)[4] = dpt[2 * kk + 1];
+      float(&e0)[4] = dpt[2 * kk];
+      float(&e1)[4] = dpt[2 * kk + 1];
+      if constexpr (kDropout) {  // dPᵀ of the dropped entries is 0, of the kept s·dPᵀ
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          e0[e] = keep_or_zero(e0[e] * mt.mk.scale, unpack_keep(kbits, 2 * kk, e >> 1), e & 1);
+          e1[e] = keep_or_zero(e1[e] * mt.mk.scale, unpack_keep(kbits, 2 * kk + 1, e >> 1), e & 1);
+        }
+      }
       const float2 p0 = unpack_bf16(pa[kk][0]), p1 = unpack_bf16(pa[kk][1]);
       const float2 p2 = unpack_bf16(pa[kk][2]), p3 = unpack_bf16(pa[kk][3]);
       uint32_t da[4];
@@ -199,10 +224,11 @@ __device__ __forceinline__ void res_dq_block(bf16* __restrict__ dq_rows, i64 ld,
 }
 
 // grid: B · H CTAs, one per (b, h); block: 32 · KT threads.
-template <int D, int KT>
+template <int D, int KT, bool kDropout>
 __global__ void __launch_bounds__(ResBwdCfg<D, KT>::kThreads, ResBwdCfg<D, KT>::kMinBlocks)
     resident_bwd_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ dout, const bf16* __restrict__ qkv,
-                        const bf16* __restrict__ out, const float* __restrict__ lse, int Tn, int H, float scale) {
+                        const bf16* __restrict__ out, const float* __restrict__ lse, int Tn, int H, float scale,
+                        MaskParams mk) {
   using C = ResBwdCfg<D, KT>;
   constexpr int P = C::kP, PS = C::kPS, BM = C::kBM, NT = C::kThreads;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -291,16 +317,23 @@ __global__ void __launch_bounds__(ResBwdCfg<D, KT>::kThreads, ResBwdCfg<D, KT>::
       const bf16* sKw = sK + key0 * P;
       const bf16* sVw = sV + key0 * P;
       bf16* sdSw = sdS + buf * C::kMaxT * PS + key0 * PS;
+      const MaskTile mt{mk, bh, key0, i0};
       if (q_valid == BM)
-        res_dkv_block<D, BM, PS, true>(sKw, sVw, sQ + buf * BM * P, sdO + buf * BM * P, sLse2 + i0, sD + i0,
-                                       q_valid, sl2, kok, lo, g, t, dk, dv, sdSw);
+        res_dkv_block<D, BM, PS, true, kDropout>(sKw, sVw, sQ + buf * BM * P, sdO + buf * BM * P, sLse2 + i0,
+                                                 sD + i0, q_valid, sl2, kok, lo, g, t, dk, dv, sdSw, mt);
       else
-        res_dkv_block<D, BM, PS, false>(sKw, sVw, sQ + buf * BM * P, sdO + buf * BM * P, sLse2 + i0, sD + i0,
-                                        q_valid, sl2, kok, lo, g, t, dk, dv, sdSw);
+        res_dkv_block<D, BM, PS, false, kDropout>(sKw, sVw, sQ + buf * BM * P, sdO + buf * BM * P, sLse2 + i0,
+                                                  sD + i0, q_valid, sl2, kok, lo, g, t, dk, dv, sdSw, mt);
     }
   }
 
   if (!kactive) return;
+  if constexpr (kDropout) {  // dV summed (Pᵀ ⊙ Z) dO: the keep scale once
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) dv[n][e] *= mk.scale;
+  }
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int key = key0 + g + 8 * r;
@@ -318,13 +351,13 @@ __global__ void __launch_bounds__(ResBwdCfg<D, KT>::kThreads, ResBwdCfg<D, KT>::
 
 template <int D, int KT>
 void launch_resident_bwd(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
-                         int Tn, int H, float scale, cudaStream_t stream) {
+                         int Tn, int H, float scale, const MaskParams& mk, cudaStream_t stream) {
   using C = ResBwdCfg<D, KT>;
   const i64 blocks = (i64)B * H;
   VIT_REQUIRE(blocks < (1LL << 31), "attention: B·H = ", blocks, " is too large for one launch");
-  auto kernel = resident_bwd_kernel<D, KT>;
+  auto kernel = mk.on ? resident_bwd_kernel<D, KT, true> : resident_bwd_kernel<D, KT, false>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
-  kernel<<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(dqkv, dout, qkv, out, lse, Tn, H, scale);
+  kernel<<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(dqkv, dout, qkv, out, lse, Tn, H, scale, mk);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -335,12 +368,12 @@ constexpr int resident_bwd_max_tiles(int d) { return d <= 64 ? 16 : 0; }
 
 template <int D>
 void dispatch_resident_bwd(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
-                           int Tn, int H, float scale, cudaStream_t stream) {
+                           int Tn, int H, float scale, const MaskParams& mk, cudaStream_t stream) {
   const int tiles = (Tn + 15) / 16;
-  if (tiles <= 8) return launch_resident_bwd<D, 8>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, stream);
-  if (tiles <= 13) return launch_resident_bwd<D, 13>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, stream);
+  if (tiles <= 8) return launch_resident_bwd<D, 8>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, stream);
+  if (tiles <= 13) return launch_resident_bwd<D, 13>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, stream);
   if constexpr (resident_bwd_max_tiles(D) >= 16) {
-    if (tiles <= 16) return launch_resident_bwd<D, 16>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, stream);
+    if (tiles <= 16) return launch_resident_bwd<D, 16>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, stream);
   }
   VIT_ASSERT(false, "resident_backward: no kernel for T = ", Tn, ", d = ", D);
 }
@@ -350,11 +383,11 @@ void dispatch_resident_bwd(bf16* dqkv, const bf16* dout, const bf16* qkv, const 
 bool resident_backward_supports(int Tn, int d) { return (Tn + 15) / 16 <= resident_bwd_max_tiles(d); }
 
 void resident_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
-                       int Tn, int H, int d, float scale, cudaStream_t stream) {
+                       int Tn, int H, int d, float scale, const MaskParams& mk, cudaStream_t stream) {
   VIT_ASSERT(resident_backward_supports(Tn, d), "resident_backward: T = ", Tn, ", d = ", d, " not supported");
   switch (d) {
-    case 32: return dispatch_resident_bwd<32>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, stream);
-    case 64: return dispatch_resident_bwd<64>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, stream);
+    case 32: return dispatch_resident_bwd<32>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, stream);
+    case 64: return dispatch_resident_bwd<64>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, stream);
     default: break;
   }
   VIT_ASSERT(false, "resident_backward: no kernel for T = ", Tn, ", d = ", d);

@@ -6,6 +6,9 @@
 // Tails: query rows past T are zero-filled in shared memory and never stored (a warp whose 16 rows all lie
 // past T skips the math); keys past T get score -inf, and 16-key slices entirely past T are skipped, so
 // T = 197 costs 13 row-tiles of 16, not 16.
+//
+// Attention dropout (kDropout, a separate instantiation): P enters O masked (fwd_block), l and lse stay those of
+// the undropped scores, and the keep scale joins 1 / l in the epilogue.
 #include "engine/cuda_check.h"
 #include "kernels/attention_fwd_block.cuh"
 #include "kernels/attention_tiles.cuh"
@@ -27,10 +30,10 @@ struct FwdCfg {
 };
 
 // grid: n_qblk · B · H CTAs, query block fastest (the CTAs of one (b, h) run together and share K/V in L2).
-template <int D>
+template <int D, bool kDropout>
 __global__ void __launch_bounds__(FwdCfg<D>::kThreads, FwdCfg<D>::kMinBlocks)
     flash_fwd_kernel(bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ qkv, int Tn, int H,
-                     int n_qblk, float scale) {
+                     int n_qblk, float scale, MaskParams mk) {
   using C = FwdCfg<D>;
   constexpr int P = C::kPitch, BM = C::kBM, BN = C::kBN;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -84,10 +87,18 @@ __global__ void __launch_bounds__(FwdCfg<D>::kThreads, FwdCfg<D>::kMinBlocks)
       const bf16* sVb = sV + buf * BN * P;
       const int kv_valid = min(BN, Tn - j * BN);  // keys of this block that exist (>= 1)
       const uint32_t(&qa)[D / 16][4] = qa_unused;
-      if (kv_valid == BN)
-        fwd_block<D, BN, true, false>(qa, sQw, sKb, sVb, kv_valid, sl2, lo, t, o, m_run, l_run);
-      else
-        fwd_block<D, BN, false, false>(qa, sQw, sKb, sVb, kv_valid, sl2, lo, t, o, m_run, l_run);
+      if constexpr (kDropout) {
+        const MaskTile mt{mk, bh, row0, j * BN};
+        if (kv_valid == BN)
+          fwd_block<D, BN, true, false, true>(qa, sQw, sKb, sVb, kv_valid, sl2, lo, t, o, m_run, l_run, mt);
+        else
+          fwd_block<D, BN, false, false, true>(qa, sQw, sKb, sVb, kv_valid, sl2, lo, t, o, m_run, l_run, mt);
+      } else {
+        if (kv_valid == BN)
+          fwd_block<D, BN, true, false>(qa, sQw, sKb, sVb, kv_valid, sl2, lo, t, o, m_run, l_run);
+        else
+          fwd_block<D, BN, false, false>(qa, sQw, sKb, sVb, kv_valid, sl2, lo, t, o, m_run, l_run);
+      }
     }
     __syncthreads();  // buffer `buf` is refilled by the prefetch of step j+1
   }
@@ -97,7 +108,7 @@ __global__ void __launch_bounds__(FwdCfg<D>::kThreads, FwdCfg<D>::kMinBlocks)
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float l = quad_sum(l_run[r]);
-    const float inv = 1.f / l;
+    const float inv = (kDropout ? mk.scale : 1.f) / l;
     const int row = row0 + g + 8 * r;
     if (row < Tn) {
       bf16* orow = out + (((i64)b * Tn + row) * H + h) * D + 2 * t;
@@ -110,26 +121,28 @@ __global__ void __launch_bounds__(FwdCfg<D>::kThreads, FwdCfg<D>::kMinBlocks)
 }
 
 template <int D>
-void launch_fwd(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, float scale, cudaStream_t stream) {
+void launch_fwd(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, float scale, const MaskParams& mk,
+                cudaStream_t stream) {
   using C = FwdCfg<D>;
   const int n_qblk = (Tn + C::kBM - 1) / C::kBM;
   const i64 blocks = (i64)n_qblk * B * H;
   VIT_REQUIRE(blocks < (1LL << 31), "attention: B·H·ceil(T/", C::kBM, ") = ", blocks, " CTAs is too many");
-  CUDA_CHECK(cudaFuncSetAttribute(flash_fwd_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
-  flash_fwd_kernel<D><<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(out, lse, qkv, Tn, H, n_qblk, scale);
+  auto kernel = mk.on ? flash_fwd_kernel<D, true> : flash_fwd_kernel<D, false>;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+  kernel<<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(out, lse, qkv, Tn, H, n_qblk, scale, mk);
   CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
 void flash_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
-                   cudaStream_t stream) {
+                   const MaskParams& mk, cudaStream_t stream) {
   switch (d) {
-    case 32: return launch_fwd<32>(out, lse, qkv, B, Tn, H, scale, stream);
-    case 64: return launch_fwd<64>(out, lse, qkv, B, Tn, H, scale, stream);
-    case 80: return launch_fwd<80>(out, lse, qkv, B, Tn, H, scale, stream);
-    case 96: return launch_fwd<96>(out, lse, qkv, B, Tn, H, scale, stream);
-    case 128: return launch_fwd<128>(out, lse, qkv, B, Tn, H, scale, stream);
+    case 32: return launch_fwd<32>(out, lse, qkv, B, Tn, H, scale, mk, stream);
+    case 64: return launch_fwd<64>(out, lse, qkv, B, Tn, H, scale, mk, stream);
+    case 80: return launch_fwd<80>(out, lse, qkv, B, Tn, H, scale, mk, stream);
+    case 96: return launch_fwd<96>(out, lse, qkv, B, Tn, H, scale, mk, stream);
+    case 128: return launch_fwd<128>(out, lse, qkv, B, Tn, H, scale, mk, stream);
     default: VIT_ASSERT(false, "flash_forward: no kernel for head dim ", d);
   }
 }

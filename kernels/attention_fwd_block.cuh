@@ -11,10 +11,14 @@ namespace vit::gpu::attn {
 // kQReg: the warp's Q A-fragments come in qreg (loaded once per CTA); otherwise sQw points at the warp's 16
 // rows of Q, re-read from shared memory each block (holding them costs D/4 registers, which the streaming
 // kernel at d = 64 cannot spare under the 128 that 2 CTAs per SM allow).
-template <int D, int BN, bool kFull, bool kQReg>
+// kDropout: attention dropout with the mask of tile mt (rows: the warp's queries, columns: the block's keys).
+// The dropped P enters O only; l (and so lse) sums the undropped P, and the caller applies the keep scale with
+// 1 / l. Without it mt is unused and the code is the plain one.
+template <int D, int BN, bool kFull, bool kQReg, bool kDropout = false>
 __device__ __forceinline__ void fwd_block(const uint32_t (&qreg)[D / 16][4], const bf16* sQw, const bf16* sKb,
                                           const bf16* sVb, int kv_valid, float sl2, const LaneOffsets& lo, int t,
-                                          float (&o)[D / 8][4], float (&m_run)[2], float (&l_run)[2]) {
+                                          float (&o)[D / 8][4], float (&m_run)[2], float (&l_run)[2],
+                                          const MaskTile& mt = {}) {
   constexpr int P = D + kPad;
   // S = Q Kᵀ; n-block n holds keys 8n..8n+7 of the block. 16-key slices wholly past T are skipped.
   float s[BN / 8][4];
@@ -70,6 +74,12 @@ __device__ __forceinline__ void fwd_block(const uint32_t (&qreg)[D / 16][4], con
         const float p = fast_exp2(fmaf(s[n][e], sl2, -msc[e >> 1]));  // masked: 2^-inf = 0
         s[n][e] = p;
         rs[e >> 1] += p;
+      }
+      if constexpr (kDropout) {
+        uint32_t m[2];
+        keep_masks<false>(m, mt.mk, mt.bh, mt.row0, mt.col0 + n * 8, (threadIdx.x & 31) >> 2, t);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[n][e] = keep_or_zero(s[n][e], m[e >> 1], e & 1);
       }
     } else {  // 8 keys all past T: no exp needed
       s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;

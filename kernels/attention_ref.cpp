@@ -1,10 +1,14 @@
 // CPU reference attention (see attention.h). Every score row is handled by one thread with sequential sums
 // accumulated in double for both instantiations, so results do not depend on the thread count.
 //   qkv (B, T, 3, H, d): q = qkv[b, t, 0, h, :], k = qkv[b, t, 1, h, :], v = qkv[b, t, 2, h, :]
-//   out (B, T, H, d), lse (B, H, T) with lse = log Σ_j exp(scale · q_i · k_j)
+//   out (B, T, H, d), lse (B, H, T) with lse = log Σ_j exp(scale · q_i · k_j)   (undropped scores)
+// With attention dropout (keep mask Z, keep scale s; Z = 1, s = 1 without), O_i = Σ_j P_ij Z_ij s v_j.
 // Backward recomputes P_ij = exp(scale · q_i · k_j − lse_i) from the saved lse and uses
-//   D_i = dO_i · O_i,  dS_ij = P_ij (dO_i · v_j − D_i),
-//   dq_i = scale Σ_j dS_ij k_j,  dk_j = scale Σ_i dS_ij q_i,  dv_j = Σ_i P_ij dO_i.
+//   D_i = dO_i · O_i  (O the dropped output),  dS_ij = P_ij (Z_ij s dO_i · v_j − D_i),
+//   dq_i = scale Σ_j dS_ij k_j,  dk_j = scale Σ_i dS_ij q_i,  dv_j = Σ_i P_ij Z_ij s dO_i.
+// Why dS: with G_ij = ∂L/∂P_ij = Z_ij s dO_i · v_j, the softmax backward is P_ij (G_ij − Σ_k P_ik G_ik), and
+// Σ_k P_ik Z_ik s dO_i · v_k = dO_i · O_i. Without dropout every expression reduces to the plain one, computed
+// by the same operations as before the mask existed.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -30,11 +34,24 @@ double dot(const T* a, const T* b, int n) {
   return s;
 }
 
+// The mask of one call: keep(b, h, i, j) and its scale; inactive (p = 0) keeps everything.
+struct Mask {
+  AttnDropout dr;
+  int H;
+  uint32_t thr = attn_mask::threshold(dr.p);
+  double scale = attn_mask::keep_scale(thr);
+  bool keep(int b, int h, int i, int j) const { return attn_mask::keep(dr, thr, (i64)b * H + h, i, j); }
+};
+
 }  // namespace
 
 template <class T>
-void attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int H, int d, double scale) {
+void attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int H, int d, double scale,
+                       const AttnDropout& drop) {
+  attn_mask::check(drop, B, Tn, H);
   const AttnLayout L{B, Tn, H, d};
+  const bool dropping = drop.active();
+  const Mask mask{drop, H};
 #pragma omp parallel
   {
     std::vector<double> s(Tn), o(d);  // one score row and one output row per thread
@@ -56,7 +73,8 @@ void attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int H, int d
           std::fill(o.begin(), o.end(), 0.0);
           for (int j = 0; j < Tn; ++j) {
             const T* v = qkv + L.qkv(b, j, 2, h);
-            const double p = s[j] / l;
+            double p = s[j] / l;
+            if (dropping) p = mask.keep(b, h, i, j) ? p * mask.scale : 0.0;
             for (int c = 0; c < d; ++c) o[c] += p * v[c];
           }
           T* orow = out + L.out(b, i, h);
@@ -68,8 +86,11 @@ void attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int H, int d
 
 template <class T>
 void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B, int Tn, int H, int d,
-                        double scale) {
+                        double scale, const AttnDropout& drop) {
+  attn_mask::check(drop, B, Tn, H);
   const AttnLayout L{B, Tn, H, d};
+  const bool dropping = drop.active();
+  const Mask mask{drop, H};
   std::vector<double> D((size_t)B * H * Tn);  // D_i = dO_i · O_i (B, H, T)
 #pragma omp parallel
   {
@@ -92,7 +113,9 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, cons
           for (int j = 0; j < Tn; ++j) {
             const T* k = qkv + L.qkv(b, j, 1, h);
             const double p = std::exp(scale * dot(q, k, d) - li);
-            const double ds = p * (dot(go, qkv + L.qkv(b, j, 2, h), d) - Di);
+            double dp = dot(go, qkv + L.qkv(b, j, 2, h), d);  // ∂L/∂P_ij
+            if (dropping) dp = mask.keep(b, h, i, j) ? dp * mask.scale : 0.0;
+            const double ds = p * (dp - Di);
             for (int c = 0; c < d; ++c) acc[c] += ds * k[c];
           }
           T* dq = dqkv + L.qkv(b, i, 0, h);
@@ -111,10 +134,16 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, cons
             const T* q = qkv + L.qkv(b, i, 0, h);
             const T* go = dout + L.out(b, i, h);
             const double p = std::exp(scale * dot(q, k, d) - (double)lse[L.stat(b, h, i)]);
-            const double ds = p * (dot(go, v, d) - D[L.stat(b, h, i)]);
+            double dp = dot(go, v, d), pd = p;  // ∂L/∂P_ij and the dropped probability
+            if (dropping) {
+              const bool kept = mask.keep(b, h, i, j);
+              dp = kept ? dp * mask.scale : 0.0;
+              pd = kept ? p * mask.scale : 0.0;
+            }
+            const double ds = p * (dp - D[L.stat(b, h, i)]);
             for (int c = 0; c < d; ++c) {
               acc[c] += ds * q[c];
-              acc2[c] += p * go[c];
+              acc2[c] += pd * go[c];
             }
           }
           T* dk = dqkv + L.qkv(b, j, 1, h);
@@ -128,9 +157,9 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, cons
 }
 
 #define VIT_INSTANTIATE(T)                                                                          \
-  template void attention_forward<T>(T*, T*, const T*, int, int, int, int, double);                 \
-  template void attention_backward<T>(T*, const T*, const T*, const T*, const T*, int, int, int, int, \
-                                      double);
+  template void attention_forward<T>(T*, T*, const T*, int, int, int, int, double, const AttnDropout&); \
+  template void attention_backward<T>(T*, const T*, const T*, const T*, const T*, int, int, int, int,    \
+                                      double, const AttnDropout&);
 VIT_INSTANTIATE(float)
 VIT_INSTANTIATE(double)
 #undef VIT_INSTANTIATE

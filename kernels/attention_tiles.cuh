@@ -14,6 +14,8 @@
 
 #include <cstdint>
 
+#include "engine/rng.h"
+#include "kernels/attention_dropout.h"
 #include "kernels/types.h"
 
 namespace vit::gpu::attn {
@@ -47,29 +49,42 @@ Variant default_variant(int d);
 // Backward workspace (all variants): D = rowsum(dO ⊙ O), fp32 (B, H, T).
 i64 workspace_bytes(int B, int Tn, int H, int d);
 
+// Attention dropout (drop.p > 0, attention_dropout.h) runs in every variant's backward and in the simple and
+// flash forwards; the resident and fast forwards do not take it: with p > 0 those variants run the flash forward.
 void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
-             cudaStream_t stream);
+             cudaStream_t stream, const AttnDropout& drop = {});
 void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
-              int Tn, int H, int d, float scale, void* workspace, cudaStream_t stream);
+              int Tn, int H, int d, float scale, void* workspace, cudaStream_t stream, const AttnDropout& drop = {});
+
+// The dropout mask as the kernels take it, made once per call (on = false: no dropout, and the kernels
+// instantiated without it, i.e. exactly the code that existed before dropout).
+struct MaskParams {
+  uint64_t seed = 0, site = 0;
+  uint32_t thr = 0;   // keep iff the 16-bit uniform >= thr
+  uint32_t thr2 = 0;  // thr in both 16-bit halves (for __vcmpgeu2)
+  float scale = 1.f;  // keep scale 65536 / (65536 − thr)
+  bool on = false;
+};
+MaskParams mask_params(const AttnDropout& drop);
 
 // Launchers of each implementation (arguments already validated by forward/backward above).
 void simple_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
-                    cudaStream_t stream);
+                    const MaskParams& mk, cudaStream_t stream);
 void simple_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
-                     int H, int d, float scale, float* Dws, cudaStream_t stream);
+                     int H, int d, float scale, const MaskParams& mk, float* Dws, cudaStream_t stream);
 void flash_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
-                   cudaStream_t stream);
+                   const MaskParams& mk, cudaStream_t stream);
 void fast_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
                   cudaStream_t stream);
 void flash_backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
-                    int Tn, int H, int d, float scale, float* Dws, cudaStream_t stream);
+                    int Tn, int H, int d, float scale, const MaskParams& mk, float* Dws, cudaStream_t stream);
 // The resident kernels take (T, d) where these say so (d in kFlashDims assumed); otherwise use flash_*.
 bool resident_forward_supports(int Tn, int d);
 bool resident_backward_supports(int Tn, int d);
 void resident_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
                       cudaStream_t stream);
 void resident_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
-                       int Tn, int H, int d, float scale, cudaStream_t stream);
+                       int Tn, int H, int d, float scale, const MaskParams& mk, cudaStream_t stream);
 
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -221,6 +236,56 @@ __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
   return x;
+}
+
+// ---- attention dropout in the fragment layouts ----
+
+// Where a warp's tile sits for the mask: its (b, h), first row and first column (both even). Rows are queries
+// and columns keys, or the other way round in the transposed dK/dV tiles.
+struct MaskTile {
+  MaskParams mk;
+  i64 bh;
+  int row0, col0;
+};
+
+// Keep masks of one lane's C fragment (rows g and g+8, columns 2t and 2t+1) of the 16×8 tile at rows row0..,
+// columns col0.. (attention_dropout.h defines the mask). kRowsAreKeys: rows are keys, columns queries.
+// m[r] is for row g + 8r: 0xFFFF in its low half if column 2t is kept, in its high half if 2t+1 is.
+// Rows g and g+8 have the same parity, so the lane needs half of the 2×2-block draw of each of two row pairs:
+// it draws one (even g: the pair of row g, odd g: of row g+8) and trades the other half with lane ^ 4 (g ^ 1),
+// which drew the other pair. Warp-collective: all 32 lanes must call it together.
+template <bool kRowsAreKeys>
+__device__ __forceinline__ void keep_masks(uint32_t (&m)[2], const MaskParams& mk, i64 bh, int row0, int col0, int g,
+                                           int t) {
+  const int odd = g & 1;
+  const int row = row0 + g + 8 * odd, col = col0 + 2 * t;
+  const uint64_t w = rng::bits(mk.seed, mk.site,
+                               kRowsAreKeys ? attn_mask::counter(bh, col, row) : attn_mask::counter(bh, row, col));
+  const uint32_t lo = (uint32_t)w, hi = (uint32_t)(w >> 32);
+  // The 16-bit uniforms of (column 2t, column 2t+1) for a row of parity ρ sit at slots 2·(i mod 2) + (j mod 2):
+  // rows queries (i = row): slots 2ρ, 2ρ+1 (32-bit half ρ); rows keys (j = row): slots ρ, 2+ρ.
+  const uint32_t u0 = kRowsAreKeys ? __byte_perm(lo, hi, 0x5410) : lo;  // ρ = 0
+  const uint32_t u1 = kRowsAreKeys ? __byte_perm(lo, hi, 0x7632) : hi;  // ρ = 1
+  const uint32_t own = odd ? u1 : u0;
+  const uint32_t got = __shfl_xor_sync(0xffffffffu, odd ? u0 : u1, 4);
+  const uint32_t k_own = __vcmpgeu2(own, mk.thr2), k_got = __vcmpgeu2(got, mk.thr2);
+  m[0] = odd ? k_got : k_own;  // row g: even g drew its pair
+  m[1] = odd ? k_own : k_got;  // row g + 8: odd g drew its pair
+}
+
+// x where the 16-bit half of m for column parity c is set, else 0 (a select: 0 · inf stays out).
+__device__ __forceinline__ float keep_or_zero(float x, uint32_t m, int c) {
+  return (c ? (m >> 16) : (m & 0xFFFFu)) ? x : 0.f;
+}
+
+// The masks of up to 8 n-blocks packed into one register (the dK/dV tiles keep them from P to dS; 2 registers
+// per n-block would spill at d = 64): n-block n, row g + 8r has bit 2n + r for column 2t, bit 16 + 2n + r for 2t+1.
+__device__ __forceinline__ uint32_t pack_keep(const uint32_t (&m)[2], int n) {
+  return ((m[0] & 0x00010001u) | ((m[1] & 0x00010001u) << 1)) << (2 * n);
+}
+// keep_masks' m[r] of n-block n back from the packed bits.
+__device__ __forceinline__ uint32_t unpack_keep(uint32_t bits, int n, int r) {
+  return ((bits >> (2 * n + r)) & 0x00010001u) * 0xFFFFu;
 }
 
 #endif  // __CUDACC__

@@ -161,8 +161,12 @@ class ViT {
       }
       A* att = lbuf<A>(o_att_, l);
       A* datt = buf<A>(o_dsm2_);
+      // timm attn_drop on the softmax probabilities (training only; the mask is regenerated in backward)
+      const AttnDropout attn_drop = train && mc_.attn_drop_rate > 0
+                                        ? AttnDropout{(float)mc_.attn_drop_rate, dseed, site(l, 7)}
+                                        : AttnDropout{};
       tape_.run(typename Nd::Attention{att, lbuf<S>(o_lse_, l), att_in, n, T_, d.heads, d.hd,
-                                       1.0 / std::sqrt((double)d.hd), datt, datt_in});
+                                       1.0 / std::sqrt((double)d.hd), datt, datt_in, attn_drop});
       // attention branch: proj -> proj_drop -> ls1 -> drop_path, then the residual add
       A* h = lbuf<A>(o_h_, l);
       A* proj_in = att;
@@ -273,8 +277,6 @@ class ViT {
       VIT_REQUIRE(!cond, "model.", key, " is not supported by this build yet (see the model-options issue): turn it off");
     };
     no(mc_.global_pool == "none", "global_pool = \"none\"");
-    no(!mc_.weight_init.empty(), "weight_init (only timm's default \"\" is implemented)");
-    no(mc_.attn_drop_rate > 0, "attn_drop_rate");
     VIT_REQUIRE(d_.K > 0, "model.num_classes must be >= 1 for training");
     VIT_REQUIRE(mc_.global_pool != "token" || d_.cls || mc_.reg_tokens > 0,
                 "model.global_pool = \"token\" needs model.class_token = true (or use global_pool = \"avg\")");
@@ -346,7 +348,7 @@ class ViT {
   }
 
   // Dropout sites (RNG streams): kind 0 pos_drop, 1 mlp drop1, 2 attn proj_drop, 3 mlp drop2, 8 patch_drop,
-  // 4 drop_path attn, 5 drop_path mlp, 6 head_drop; layer -1 outside the blocks.
+  // 4 drop_path attn, 5 drop_path mlp, 6 head_drop, 7 attn_drop; layer -1 outside the blocks.
   static uint64_t site(int layer, int kind) { return (uint64_t)(layer + 1) * 16 + (uint64_t)kind + 1; }
 
   // The tail of a residual branch: y = x_in + drop_path(ls(drop(linear(inp)))). The branch's output

@@ -61,48 +61,50 @@ void ParamLayout::add(const std::string& name, std::vector<int64_t> shape, InitS
 ParamLayout::ParamLayout(const ModelConfig& m) : dims_(model_dims(m)) {
   const ModelDims& d = dims_;
   const int64_t D = d.D;
+  const InitScheme init(m);  // model.weight_init: which value each tensor starts from
   const InitSpec zeros{InitKind::zeros}, ones{InitKind::ones};
-  const InitSpec linear_w{InitKind::trunc_normal, 0.02};
-  // timm: the patch-embedding conv keeps PyTorch's default init (kaiming_uniform(a=sqrt(5)) for the weight,
-  // uniform(+-1/sqrt(fan_in)) for the bias); both bounds are 1/sqrt(fan_in).
-  const double conv_bound = 1.0 / std::sqrt((double)d.C * d.p * d.p);
+  // LayerNorm weight/bias: ones/zeros in every mode (no timm init rule touches them).
   auto norm = [&](const std::string& n, int64_t dim) {
     add(n + ".weight", {dim}, ones, false);
     add(n + ".bias", {dim}, zeros, false);
   };
+  // An nn.Linear `module` (timm path) with an (out, in) weight; `scale` is fix_init's rescale of the weight.
+  auto linear = [&](const std::string& module, int64_t out, int64_t in, bool bias, double scale = 1) {
+    InitSpec w = init.linear_weight(module, out, in);
+    w.scale = scale;
+    add(module + ".weight", {out, in}, w, true);
+    if (bias) add(module + ".bias", {out}, init.linear_bias(module, in), false);
+  };
 
   begin_unit("embed");
-  if (m.class_token) add("cls_token", {1, 1, D}, {InitKind::normal, 1e-6}, false);
-  if (m.reg_tokens > 0) add("reg_token", {1, m.reg_tokens, D}, {InitKind::normal, 1e-6}, false);
-  if (d.Tpos > 0) add("pos_embed", {1, d.Tpos, D}, {InitKind::trunc_normal, 0.02}, false);
-  add("patch_embed.proj.weight", {D, d.C, d.p, d.p}, {InitKind::uniform, conv_bound}, true);
+  if (m.class_token) add("cls_token", {1, 1, D}, init.prefix_token(), false);
+  if (m.reg_tokens > 0) add("reg_token", {1, m.reg_tokens, D}, init.prefix_token(), false);
+  if (d.Tpos > 0) add("pos_embed", {1, d.Tpos, D}, init.pos_embed(), false);
+  const int64_t conv_fan_in = (int64_t)d.C * d.p * d.p;
+  add("patch_embed.proj.weight", {D, d.C, d.p, d.p}, init.patch_weight(conv_fan_in), true);
   // timm builds the patch embedding without a bias when pre_norm is on (bias = not pre_norm).
-  if (!m.pre_norm) add("patch_embed.proj.bias", {D}, {InitKind::uniform, conv_bound}, false);
+  if (!m.pre_norm) add("patch_embed.proj.bias", {D}, init.patch_bias(conv_fan_in), false);
   if (m.pre_norm) norm("norm_pre", D);
 
   for (int l = 0; l < d.depth; ++l) {
     const std::string b = "blocks." + std::to_string(l) + ".";
-    // timm's fix_init_weight (init_variance_rescale): proj and fc2 weights divided by sqrt(2 * layer_id).
-    InitSpec out_w = linear_w;
-    if (m.init_variance_rescale) out_w.scale = 1.0 / std::sqrt(2.0 * (l + 1));
+    // timm's fix_init_weight (init_variance_rescale), applied after any weight_init mode (skip included):
+    // proj and fc2 weights divided by sqrt(2 * layer_id).
+    const double out_scale = m.init_variance_rescale ? 1.0 / std::sqrt(2.0 * (l + 1)) : 1.0;
     begin_unit("blocks." + std::to_string(l));
     norm(b + "norm1", D);
-    add(b + "attn.qkv.weight", {3 * D, D}, linear_w, true);
-    if (m.qkv_bias) add(b + "attn.qkv.bias", {3 * D}, zeros, false);
+    linear(b + "attn.qkv", 3 * D, D, m.qkv_bias);
     if (m.qk_norm) {
       norm(b + "attn.q_norm", d.hd);
       norm(b + "attn.k_norm", d.hd);
     }
     if (m.scale_attn_norm) norm(b + "attn.norm", D);
-    add(b + "attn.proj.weight", {D, D}, out_w, true);
-    if (m.proj_bias) add(b + "attn.proj.bias", {D}, zeros, false);
+    linear(b + "attn.proj", D, D, m.proj_bias, out_scale);
     if (m.init_values > 0) add(b + "ls1.gamma", {D}, {InitKind::constant, m.init_values}, false);
     norm(b + "norm2", D);
-    add(b + "mlp.fc1.weight", {d.hidden, D}, linear_w, true);
-    if (m.proj_bias) add(b + "mlp.fc1.bias", {d.hidden}, zeros, false);
+    linear(b + "mlp.fc1", d.hidden, D, m.proj_bias);
     if (m.scale_mlp_norm) norm(b + "mlp.norm", d.hidden);
-    add(b + "mlp.fc2.weight", {D, d.hidden}, out_w, true);
-    if (m.proj_bias) add(b + "mlp.fc2.bias", {D}, zeros, false);
+    linear(b + "mlp.fc2", D, d.hidden, m.proj_bias, out_scale);
     if (m.init_values > 0) add(b + "ls2.gamma", {D}, {InitKind::constant, m.init_values}, false);
   }
 
@@ -111,29 +113,17 @@ ParamLayout::ParamLayout(const ModelConfig& m) : dims_(model_dims(m)) {
   if (m.final_norm && !use_fc_norm) norm("norm", D);
   if (m.global_pool == "map") {
     // timm's AttentionPoolLatent (num_heads = model heads, mlp_ratio = model's, latent_len 1, qkv bias on).
-    add("attn_pool.latent", {1, 1, D}, {InitKind::trunc_normal_tf, std::pow((double)D, -0.5)}, false);
-    add("attn_pool.q.weight", {D, D}, linear_w, true);
-    add("attn_pool.q.bias", {D}, zeros, false);
-    add("attn_pool.kv.weight", {2 * D, D}, linear_w, true);
-    add("attn_pool.kv.bias", {2 * D}, zeros, false);
+    add("attn_pool.latent", {1, 1, D}, init.latent(D), false);
+    linear("attn_pool.q", D, D, true);
+    linear("attn_pool.kv", 2 * D, D, true);
     // (timm's VisionTransformer builds its AttentionPoolLatent without qk_norm.)
-    add("attn_pool.proj.weight", {D, D}, linear_w, true);
-    add("attn_pool.proj.bias", {D}, zeros, false);
+    linear("attn_pool.proj", D, D, true);
     norm("attn_pool.norm", D);
-    add("attn_pool.mlp.fc1.weight", {d.hidden, D}, linear_w, true);
-    add("attn_pool.mlp.fc1.bias", {d.hidden}, zeros, false);
-    add("attn_pool.mlp.fc2.weight", {D, d.hidden}, linear_w, true);
-    add("attn_pool.mlp.fc2.bias", {D}, zeros, false);
+    linear("attn_pool.mlp.fc1", d.hidden, D, true);
+    linear("attn_pool.mlp.fc2", D, d.hidden, true);
   }
   if (m.final_norm && use_fc_norm) norm("fc_norm", D);
-  if (d.K > 0) {
-    // timm: head weight trunc_normal(0.02) and bias 0 ('' init); jax init zeroes the head.
-    const bool zero_head = m.weight_init.rfind("jax", 0) == 0;
-    add("head.weight", {d.K, D}, zero_head ? zeros : linear_w, true);
-    InitSpec hb = zeros;
-    if (m.weight_init == "jax_nlhb") hb = {InitKind::constant, -std::log((double)d.K)};
-    add("head.bias", {d.K}, hb, false);
-  }
+  if (d.K > 0) linear("head", d.K, D, true);
   for (const UnitSpec& u : units_) total_ += u.numel;
 }
 

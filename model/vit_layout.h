@@ -9,24 +9,9 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "model/vit_init.h"
 
 namespace vit {
-
-enum class InitKind {
-  zeros,
-  ones,
-  constant,      // value
-  trunc_normal,  // mean 0, std, truncated to [-2, 2] absolute (timm's trunc_normal_ defaults)
-  trunc_normal_tf,  // mean 0, std, truncated to [-2 std, 2 std] (timm's trunc_normal_tf_)
-  normal,        // mean 0, std
-  uniform,       // [-bound, bound] (PyTorch's default Conv2d init: bound = 1/sqrt(fan_in))
-};
-
-struct InitSpec {
-  InitKind kind = InitKind::zeros;
-  double a = 0;  // std, bound or constant value
-  double scale = 1;  // multiplied after drawing (init_variance_rescale)
-};
 
 struct ParamSpec {
   std::string name;            // timm state_dict name, e.g. "blocks.3.attn.qkv.weight"

@@ -7,6 +7,9 @@
 //                                re-tiled forward with the resident backward where it applies)
 //   bench_attention --variant N  one implementation: 0 simple, 1 flash, 2 flash_wide, 3 resident, 4 fast
 // It also prints which variant the public API (gpu::attention_*) runs: VIT_ATTN_VARIANT=N forces one.
+// Attention dropout: every variant is also checked with p = 0.1 (CPU reference with the same mask), and one
+// more row times the ViT-B shape with p = 0.1 (by default with the resident variant, whose forward gives way
+// to flash under dropout: the public API's pairing).
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -38,14 +41,15 @@ __global__ void fill_uniform(bf16* x, size_t n, uint64_t seed, float a) {
 }
 
 // Small-shape check of forward (out, lse) and backward (dq, dk, dv together) against the CPU reference.
-bool check(Variant v, int B, int T, int H, int d) {
+bool check(Variant v, int B, int T, int H, int d, const AttnDropout& dr = {}) {
   const size_t n_qkv = (size_t)B * T * 3 * H * d, n_out = (size_t)B * T * H * d, n_stat = (size_t)B * H * T;
   const float scale = 1.f / std::sqrt((float)d);
   const auto qkv = bf_round(randn_f(n_qkv, 11 + d)), dout = bf_round(randn_f(n_out, 12 + d));
   std::vector<float> out(n_out), lse(n_stat), dqkv(n_qkv);
-  ref::attention_forward(out.data(), lse.data(), qkv.data(), B, T, H, d, (double)scale);
+  ref::attention_forward(out.data(), lse.data(), qkv.data(), B, T, H, d, (double)scale, dr);
   const auto out_bf = bf_round(out);
-  ref::attention_backward(dqkv.data(), dout.data(), qkv.data(), out_bf.data(), lse.data(), B, T, H, d, (double)scale);
+  ref::attention_backward(dqkv.data(), dout.data(), qkv.data(), out_bf.data(), lse.data(), B, T, H, d, (double)scale,
+                          dr);
 
   auto d_qkv = test::to_device(to_bf(qkv));
   auto d_dout = test::to_device(to_bf(dout));
@@ -57,15 +61,15 @@ bool check(Variant v, int B, int T, int H, int d) {
   d_out.poison();
   d_lse.poison();
   d_dqkv.poison();
-  gpu::attn::forward(v, d_out.get(), d_lse.get(), d_qkv.get(), B, T, H, d, scale, 0);
+  gpu::attn::forward(v, d_out.get(), d_lse.get(), d_qkv.get(), B, T, H, d, scale, 0, dr);
   gpu::attn::backward(v, d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out_in.get(), d_lse_in.get(), B, T, H, d, scale,
-                      d_ws.get(), 0);
+                      d_ws.get(), 0, dr);
   CUDA_CHECK(cudaDeviceSynchronize());
   const double e_out = rel_err(to_f(d_out.download()), out), e_lse = rel_err(d_lse.download(), lse);
   const double e_d = rel_err(to_f(d_dqkv.download()), dqkv);
   const bool ok = e_out < 1e-2 && e_lse < 1e-4 && e_d < 1e-2;
-  std::printf("check %-10s B=%d T=%d H=%d d=%-3d  out %.2e  lse %.2e  dqkv %.2e  %s\n", variant_name(v), B, T, H, d,
-              e_out, e_lse, e_d, ok ? "ok" : "FAILED");
+  std::printf("check %-10s B=%d T=%d H=%d d=%-3d p=%.2f  out %.2e  lse %.2e  dqkv %.2e  %s\n", variant_name(v), B, T,
+              H, d, dr.p, e_out, e_lse, e_d, ok ? "ok" : "FAILED");
   return ok;
 }
 
@@ -75,7 +79,7 @@ struct Shape {
 };
 
 // Times one shape and returns forward + backward in µs.
-double time_shape(bench::Timer& timer, Variant v, const Shape& s) {
+double time_shape(bench::Timer& timer, Variant v, const Shape& s, const AttnDropout& dr = {}) {
   const size_t n_qkv = (size_t)s.B * s.T * 3 * s.H * s.d, n_out = (size_t)s.B * s.T * s.H * s.d;
   const float scale = 1.f / std::sqrt((float)s.d);
   gpu::DeviceBuffer<bf16> qkv(n_qkv), out(n_out), dout(n_out), dqkv(n_qkv);
@@ -85,10 +89,10 @@ double time_shape(bench::Timer& timer, Variant v, const Shape& s) {
   CUDA_CHECK_LAUNCH();
   fill_uniform<<<1024, 256>>>(dout.get(), n_out, 2, 1.f);
   CUDA_CHECK_LAUNCH();
-  auto fwd = [&] { gpu::attn::forward(v, out.get(), lse.get(), qkv.get(), s.B, s.T, s.H, s.d, scale, 0); };
+  auto fwd = [&] { gpu::attn::forward(v, out.get(), lse.get(), qkv.get(), s.B, s.T, s.H, s.d, scale, 0, dr); };
   auto bwd = [&] {
     gpu::attn::backward(v, dqkv.get(), dout.get(), qkv.get(), out.get(), lse.get(), s.B, s.T, s.H, s.d, scale,
-                        ws.get(), 0);
+                        ws.get(), 0, dr);
   };
   fwd();
   CUDA_CHECK(cudaDeviceSynchronize());
@@ -103,12 +107,17 @@ double time_shape(bench::Timer& timer, Variant v, const Shape& s) {
       reps, 2);
   const double flops_f = 4.0 * s.B * s.H * (double)s.T * s.T * s.d;
   char tag[96];
-  std::snprintf(tag, sizeof tag, "attn %s B%d H%d T%d d%d %s", s.name, s.B, s.H, s.T, s.d, variant_name(v));
+  const int len = std::snprintf(tag, sizeof tag, "attn %s B%d H%d T%d d%d %s", s.name, s.B, s.H, s.T, s.d,
+                                variant_name(v));
+  if (dr.active() && len > 0 && len < (int)sizeof tag)
+    std::snprintf(tag + len, sizeof tag - len, " attn_drop %.2f", dr.p);
   bench::report((std::string(tag) + " fwd").c_str(), us_f, flops_f, 0);
   bench::report((std::string(tag) + " bwd").c_str(), us_b, 2.5 * flops_f, 0);
   bench::report((std::string(tag) + " fwd+bwd").c_str(), us_fb, 3.5 * flops_f, 0);
   return us_fb;
 }
+
+constexpr AttnDropout kDrop{0.1f, 12345, 7};  // the p = 0.1 checks and timing row
 
 int run(int argc, char** argv) {
   std::vector<Variant> variants = {Variant::flash, Variant::flash_wide, Variant::resident, Variant::fast};
@@ -137,6 +146,7 @@ int run(int argc, char** argv) {
       ok = check(v, 2, 197, 3, d) && ok;
       ok = check(v, 1, 5, 2, d) && ok;
       if (v == Variant::resident || v == Variant::fast) ok = check(v, 1, 250, 2, d) && ok;  // 16-warp backward
+      ok = check(v, 2, 197, 3, d, kDrop) && ok;
     }
   if (!ok) {
     std::printf("FAILED: the CUDA attention does not match the CPU reference\n");
@@ -159,6 +169,11 @@ int run(int argc, char** argv) {
         std::printf("attention fwd+bwd ViT-B (%s): %.1f us: %s the 600 us target (PyTorch SDPA 817 us)\n",
                     variant_name(v), us, us <= 600 ? "meets" : "MISSES");
     }
+  // Attention dropout at the ViT-B shape, once: the public pairing by default, else the one variant asked for.
+  const Variant vd = variants.size() == 1 ? variants[0] : Variant::resident;
+  const double us = time_shape(timer, vd, shapes[0], kDrop);
+  std::printf("attention fwd+bwd ViT-B with attn_drop %.2f (%s backward, %s forward): %.1f us\n", kDrop.p,
+              variant_name(vd), vd == Variant::simple ? "simple" : "flash", us);
   return 0;
 }
 

@@ -15,4 +15,9 @@ cp ../shared/anchors/*.py "$DST/anchors/" 2>/dev/null || cp "${VIT_SHARED_DIR:-.
 # Fashion-MNIST's IDX files (the GPU machine has no Debian package) and the loader anchor's seed pictures.
 [ "${FMNIST:-1}" = 1 ] && mkdir -p "$DST/fmnist" && cp /usr/share/datasets/fashion-mnist/*.gz "$DST/fmnist/"
 cp -r "${VIT_SHARED_DIR:-../shared}/anchors/seedimg" "$DST/anchors/"
+# The reference recipe's dataset (5 MB), for gpu_suite.sh's recipe section.
+[ "${RECIPE_DATA:-1}" = 1 ] && cp -r "${VIT_SHARED_DIR:-../shared}/data/super-tiny-imagenet-5" "$DST/"
+# The carry limit is 64 MiB; CUDA binaries compress about 6x, so the programs travel as one xz archive that
+# gpu_suite.sh unpacks.
+tar cf - -C "$DST" bin | xz -T2 -6 > "$DST/bin.tar.xz" && rm -rf "$DST/bin"
 du -sh "$DST"

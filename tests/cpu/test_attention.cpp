@@ -1,10 +1,14 @@
 // Attention CPU reference: forward against a naive softmax written out here, float64 finite-difference
 // gradients of q, k and v on odd shapes (backward through the saved lse), dqkv fully overwritten, and the
-// float instantiation against the double one.
+// float instantiation against the double one. Attention dropout: the mask as documented in
+// attention_dropout.h (rebuilt here from rng::bits), its statistics, reproducibility and independence of seed
+// and site, the forward against the naive softmax with that mask, finite-difference gradients with the mask
+// fixed, and p = 0 (or a p that rounds to threshold 0) giving the plain results bit for bit.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "kernels/attention.h"
@@ -58,6 +62,39 @@ void naive_attention(std::vector<double>& out, std::vector<double>& lse, const s
           for (int c = 0; c < s.d; ++c)
             out[(((size_t)b * s.T + i) * s.H + h) * s.d + c] += e[j] / z * qkv[s.iqkv(b, j, 2, h, c)];
         lse[((size_t)b * s.H + h) * s.T + i] = std::log(z);
+      }
+}
+
+// The mask written out from attention_dropout.h's definition: one rng::bits word per 2×2 block of (i, j),
+// the 16-bit uniform at slot 2·(i mod 2) + (j mod 2), kept when >= round(p · 65536).
+bool mask_keep(const AttnDropout& dr, int H, int b, int h, int i, int j) {
+  const uint64_t bh = (uint64_t)b * H + h;
+  const uint64_t word = rng::bits(dr.seed, dr.site, bh << 40 | (uint64_t)(i / 2) << 20 | (uint64_t)(j / 2));
+  const uint32_t u = (uint32_t)(word >> (16 * (2 * (i % 2) + j % 2))) & 0xFFFF;
+  return u >= (uint32_t)std::lround(dr.p * 65536.0);
+}
+
+// The naive attention with that mask: out_i = Σ_j e_ij / z_i · Z_ij · s · v_j, s = 65536 / (65536 − threshold).
+void naive_dropped(std::vector<double>& out, const std::vector<double>& qkv, const Shape& s, double scale,
+                   const AttnDropout& dr) {
+  const double keep_scale = 65536.0 / (65536.0 - std::lround(dr.p * 65536.0));
+  out.assign(s.out(), 0.0);
+  std::vector<double> e(s.T);
+  for (int b = 0; b < s.B; ++b)
+    for (int h = 0; h < s.H; ++h)
+      for (int i = 0; i < s.T; ++i) {
+        double z = 0;
+        for (int j = 0; j < s.T; ++j) {
+          double qk = 0;
+          for (int c = 0; c < s.d; ++c) qk += qkv[s.iqkv(b, i, 0, h, c)] * qkv[s.iqkv(b, j, 1, h, c)];
+          e[j] = std::exp(scale * qk);
+          z += e[j];
+        }
+        for (int j = 0; j < s.T; ++j) {
+          if (!mask_keep(dr, s.H, b, h, i, j)) continue;
+          for (int c = 0; c < s.d; ++c)
+            out[(((size_t)b * s.T + i) * s.H + h) * s.d + c] += e[j] / z * keep_scale * qkv[s.iqkv(b, j, 2, h, c)];
+        }
       }
 }
 
@@ -148,4 +185,168 @@ TEST_CASE("attention ref: float backward agrees with double") {
   CHECK(rel_err(std::vector<double>(of.begin(), of.end()), out) < 1e-6);
   for (int part = 0; part < 3; ++part)
     CHECK(rel_err(part_of(std::vector<double>(dqf.begin(), dqf.end()), s, part), part_of(dqkv, s, part)) < 1e-5);
+}
+
+// ---- attention dropout ----
+
+TEST_CASE("attention dropout: the mask follows its documented definition and keeps 1 - p of the entries") {
+  // Over B·H·T² = 4·8·197² = 1.24M entries the kept fraction is binomial: its standard deviation is
+  // sqrt(q (1 − q) / N) with q the resolved keep probability 1 − round(p · 65536) / 65536; 5 sigma bound
+  // (a false failure about once in 3.5 million runs, and the draws are fixed, so it never flakes).
+  const int B = 4, H = 8, T = 197;
+  for (const float p : {0.02f, 0.1f, 0.5f, 0.9f}) {
+    const AttnDropout dr{p, 1234, 77};
+    const uint32_t thr = attn_mask::threshold(p);
+    CHECK(thr == (uint32_t)std::lround(p * 65536.0));
+    CHECK(attn_mask::keep_scale(thr) == 65536.0 / (65536.0 - thr));
+    const double q = 1.0 - thr / 65536.0;
+    int64_t kept = 0, n = 0, mismatches = 0;
+    for (int b = 0; b < B; ++b)
+      for (int h = 0; h < H; ++h)
+        for (int i = 0; i < T; ++i)
+          for (int j = 0; j < T; ++j) {
+            const bool k = attn_mask::keep(dr, thr, (i64)b * H + h, i, j);
+            mismatches += k != mask_keep(dr, H, b, h, i, j);
+            kept += k;
+            ++n;
+          }
+    const double frac = (double)kept / n, sigma = std::sqrt(q * (1 - q) / n);
+    INFO("p = ", p, " kept ", frac, " expected ", q, " sigma ", sigma);
+    CHECK(mismatches == 0);
+    CHECK(std::abs(frac - q) < 5 * sigma);
+  }
+}
+
+TEST_CASE("attention dropout: masks are reproducible and change with the seed and the site") {
+  const int B = 2, H = 3, T = 37;
+  const float p = 0.3f;
+  const uint32_t thr = attn_mask::threshold(p);
+  auto mask = [&](uint64_t seed, uint64_t site) {
+    std::vector<char> m;
+    for (int b = 0; b < B; ++b)
+      for (int h = 0; h < H; ++h)
+        for (int i = 0; i < T; ++i)
+          for (int j = 0; j < T; ++j) m.push_back(attn_mask::keep({p, seed, site}, thr, (i64)b * H + h, i, j));
+    return m;
+  };
+  // Two independent masks differ in 2 p (1 − p) = 42% of the entries: demand at least 30% (over 8214 entries
+  // that is more than 12 sigma away from the expected value, so a mask that ignored seed or site fails).
+  auto differ = [](const std::vector<char>& a, const std::vector<char>& b) {
+    size_t n = 0;
+    for (size_t i = 0; i < a.size(); ++i) n += a[i] != b[i];
+    return (double)n / a.size();
+  };
+  const auto m0 = mask(5, 9);
+  CHECK(mask(5, 9) == m0);
+  CHECK(differ(mask(6, 9), m0) > 0.3);
+  CHECK(differ(mask(5, 10), m0) > 0.3);
+  // Every (b, h) has its own mask too (the counter's head field): compare head (0, 0) with (1, 2).
+  std::vector<char> h00(m0.begin(), m0.begin() + T * T), h12(m0.end() - T * T, m0.end());
+  CHECK(differ(h00, h12) > 0.3);
+}
+
+TEST_CASE("attention dropout: forward matches the naive softmax with the mask, lse stays the undropped one") {
+  for (const Shape s : {Shape{1, 1, 2, 4}, Shape{2, 5, 3, 8}, Shape{2, 17, 3, 8}, Shape{1, 33, 2, 16}}) {
+    const double scale = 1.0 / std::sqrt((double)s.d);
+    const auto qkv = randn(s.qkv(), 4000 + s.T);
+    const AttnDropout dr{0.25f, 99, 3};
+    std::vector<double> out(s.out(), NAN), lse(s.stat(), NAN), plain_out(s.out()), plain_lse(s.stat()), nout;
+    ref::attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.T, s.H, s.d, scale, dr);
+    ref::attention_forward(plain_out.data(), plain_lse.data(), qkv.data(), s.B, s.T, s.H, s.d, scale);
+    naive_dropped(nout, qkv, s, scale, dr);
+    INFO("B=", s.B, " T=", s.T, " H=", s.H, " d=", s.d);
+    CHECK(rel_err(out, nout) < 1e-12);
+    CHECK(std::memcmp(lse.data(), plain_lse.data(), lse.size() * sizeof(double)) == 0);
+    if (s.T > 1) CHECK(rel_err(out, plain_out) > 1e-3);  // the mask did something
+  }
+}
+
+TEST_CASE("attention dropout: p = 0, and a p that rounds to threshold 0, give the plain results bit for bit") {
+  const Shape s{2, 19, 3, 8};
+  const double scale = 0.3;
+  const auto qkv = randn(s.qkv(), 4100), dout = randn(s.out(), 4101);
+  auto run = [&](const AttnDropout& dr, std::vector<double>& out, std::vector<double>& lse,
+                 std::vector<double>& dqkv) {
+    out.assign(s.out(), NAN);
+    lse.assign(s.stat(), NAN);
+    dqkv.assign(s.qkv(), NAN);
+    ref::attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.T, s.H, s.d, scale, dr);
+    ref::attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), s.B, s.T, s.H, s.d, scale,
+                            dr);
+  };
+  auto same = [](const std::vector<double>& a, const std::vector<double>& b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0;
+  };
+  std::vector<double> o0, l0, g0, o1, l1, g1, o2, l2, g2;
+  run(AttnDropout{}, o0, l0, g0);
+  run(AttnDropout{0.f, 5, 6}, o1, l1, g1);     // p = 0 with a seed: no mask
+  run(AttnDropout{4e-6f, 5, 6}, o2, l2, g2);   // the masked code path with threshold 0: keeps all, scale 1
+  CHECK(attn_mask::threshold(4e-6f) == 0u);
+  CHECK(same(o0, o1));
+  CHECK(same(l0, l1));
+  CHECK(same(g0, g1));
+  CHECK(same(o0, o2));
+  CHECK(same(l0, l2));
+  CHECK(same(g0, g2));
+}
+
+TEST_CASE("attention dropout: finite-difference gradients of q, k, v with the mask fixed") {
+  // A fixed (seed, site) makes the mask part of the function, so central differences apply as without it.
+  double worst = 0;
+  uint64_t seed = 5000;
+  for (const float p : {0.2f, 0.5f})
+    for (int B : {1, 2})
+      for (int H : {1, 3})
+        for (int T : {2, 5, 17})
+          for (int d : {4, 8}) {
+            const Shape s{B, T, H, d};
+            const double scale = 1.0 / std::sqrt((double)d) * 1.3;
+            const AttnDropout dr{p, seed, 11};
+            auto qkv = randn(s.qkv(), ++seed);
+            const auto w = randn(s.out(), ++seed);
+            std::vector<double> out(s.out()), lse(s.stat());
+            auto loss = [&] {
+              ref::attention_forward(out.data(), lse.data(), qkv.data(), B, T, H, d, scale, dr);
+              return dot(out, w);
+            };
+            loss();
+            std::vector<double> dqkv(s.qkv(), NAN);  // (=): every entry must be written
+            ref::attention_backward(dqkv.data(), w.data(), qkv.data(), out.data(), lse.data(), B, T, H, d, scale, dr);
+            const auto num = numeric_grad(qkv, loss);
+            const double eq = rel_err(part_of(dqkv, s, 0), part_of(num, s, 0));
+            const double ek = rel_err(part_of(dqkv, s, 1), part_of(num, s, 1));
+            const double ev = rel_err(part_of(dqkv, s, 2), part_of(num, s, 2));
+            INFO("p=", p, " B=", B, " T=", T, " H=", H, " d=", d, " dq=", eq, " dk=", ek, " dv=", ev);
+            CHECK(eq < 1e-6);
+            CHECK(ek < 1e-6);
+            CHECK(ev < 1e-6);
+            worst = std::max({worst, eq, ek, ev});
+          }
+  MESSAGE("attention dropout ref: worst finite-difference relative error ", worst);
+}
+
+TEST_CASE("attention dropout: float backward agrees with double, bad p and shapes are refused") {
+  const Shape s{2, 23, 3, 16};
+  const double scale = 0.25;
+  const AttnDropout dr{0.1f, 42, 8};
+  const auto qkv = randn(s.qkv(), 4201), dout = randn(s.out(), 4202);
+  std::vector<double> out(s.out()), lse(s.stat()), dqkv(s.qkv());
+  ref::attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.T, s.H, s.d, scale, dr);
+  ref::attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), s.B, s.T, s.H, s.d, scale, dr);
+  std::vector<float> qf(qkv.begin(), qkv.end()), gf(dout.begin(), dout.end()), of(s.out()), lf(s.stat()),
+      dqf(s.qkv(), NAN);
+  ref::attention_forward(of.data(), lf.data(), qf.data(), s.B, s.T, s.H, s.d, scale, dr);
+  ref::attention_backward(dqf.data(), gf.data(), qf.data(), of.data(), lf.data(), s.B, s.T, s.H, s.d, scale, dr);
+  CHECK(rel_err(std::vector<double>(of.begin(), of.end()), out) < 1e-6);
+  for (int part = 0; part < 3; ++part)
+    CHECK(rel_err(part_of(std::vector<double>(dqf.begin(), dqf.end()), s, part), part_of(dqkv, s, part)) < 1e-5);
+
+  for (const float bad : {-0.1f, 1.f, 0.999999f})
+    CHECK_THROWS_AS(ref::attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.T, s.H, s.d, scale,
+                                           AttnDropout{bad, 1, 1}),
+                    vit::Error);
+  CHECK_NOTHROW(attn_mask::check(AttnDropout{0.99f, 1, 1}, 1, attn_mask::kMaxT, 1));
+  CHECK_THROWS_AS(attn_mask::check(AttnDropout{0.1f, 1, 1}, 1, attn_mask::kMaxT + 1, 1), vit::Error);
+  CHECK_NOTHROW(attn_mask::check(AttnDropout{0.1f, 1, 1}, 1 << 13, 4, 1 << 11));  // B·H = 2^24
+  CHECK_THROWS_AS(attn_mask::check(AttnDropout{0.1f, 1, 1}, (1 << 13) + 1, 4, 1 << 11), vit::Error);
 }

@@ -216,7 +216,7 @@ TEST_CASE("data tiny imagenet layout: listed-but-absent entries and unknown clas
   CHECK_THROWS_WITH_AS(make_dataset(dc, Split::val, 8, 8, {}), doctest::Contains("no usable entry"), vit::Error);
 }
 
-TEST_CASE("data packed: write, mmap, read back exactly; shards; corrupt files are refused") {
+TEST_CASE("data packed: write, mmap, read back exactly - shards - corrupt files are refused") {
   TempDir t;
   const std::vector<std::string> names{"cat", "dog", "emu"};
   std::vector<std::vector<uint8_t>> imgs;
@@ -299,7 +299,7 @@ TEST_CASE("data packed: write, mmap, read back exactly; shards; corrupt files ar
   CHECK(flipped.verify(1));
 }
 
-TEST_CASE("data fashion-mnist: IDX files (gz) converted to a pack; the real data set if installed") {
+TEST_CASE("data fashion-mnist: IDX files (gz) converted to a pack - the real data set if installed") {
   TempDir t;
   auto gz = [&](const std::string& path, const std::vector<uint8_t>& bytes) {
     gzFile f = gzopen(path.c_str(), "wb");

@@ -23,7 +23,7 @@ int level(int c, int bx, int by) { return (37 * bx + 71 * by + 90 * c + 11) % 25
 
 }  // namespace
 
-TEST_CASE("data decode: PNG gray, RGB, RGBA are exact; gray/RGB conversions follow BT.601") {
+TEST_CASE("data decode: PNG gray, RGB, RGBA are exact - gray/RGB conversions follow BT.601") {
   const int w = 13, h = 7;
   auto f = [](int x, int y, int c) { return (x * 19 + y * 31 + c * 77) % 256; };
   for (int c : {1, 2, 3, 4}) {
@@ -86,7 +86,7 @@ TEST_CASE("data decode: baseline and progressive JPEG (gray and RGB) give the en
     }
 }
 
-TEST_CASE("data decode: CMYK JPEG, 16-bit PNG are converted (with a note); RGB JPEG from stb_image_write is close") {
+TEST_CASE("data decode: CMYK JPEG, 16-bit PNG are converted (with a note) - RGB JPEG from stb_image_write is close") {
   std::string why, note;
   DecodedImage d;
   // Adobe CMYK (stored inverted): RGB = C·K/255 per channel.

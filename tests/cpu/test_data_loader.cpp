@@ -129,7 +129,7 @@ TEST_CASE("data sampler: every sample once per epoch over all ranks (train drops
                 Sampler(100, 0, 1, 12, Split::train, 9).index(2, st, r * batch + j));
 }
 
-TEST_CASE("data loader: identical batches with 0, 1 and 4 workers; ranks get slices of the global batch") {
+TEST_CASE("data loader: identical batches with 0, 1 and 4 workers - ranks get slices of the global batch") {
   auto dc = augmenting("synthetic");
   dc.synthetic_samples = 50;
   dc.synthetic_classes = 5;
@@ -321,7 +321,7 @@ TEST_CASE("data loader: bad files are skipped with a warning naming them, counte
   }
 }
 
-TEST_CASE("data loader: batch memory comes from the allocator callback, once per ring slot; gray in_chans") {
+TEST_CASE("data loader: batch memory comes from the allocator callback, once per ring slot - gray in_chans") {
   std::atomic<int> allocs{0}, frees{0};
   Allocator a{[&](size_t n) {
                 ++allocs;

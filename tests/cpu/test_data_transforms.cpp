@@ -63,7 +63,7 @@ TEST_CASE("data resample: filter weights (PIL's rules) by hand") {
   for (int i = 0; i < 7; ++i) CHECK(taps(c, i) == taps(full, i + 5));
 }
 
-TEST_CASE("data resample: crops at scale 1 copy pixels; flips mirror; 2x down and up by hand") {
+TEST_CASE("data resample: crops at scale 1 copy pixels - flips mirror - 2x down and up by hand") {
   const int W = 11, H = 9;
   for (int C : {1, 3}) {
     CAPTURE(C);
@@ -226,7 +226,7 @@ TEST_CASE("data transforms: color jitter and random erasing by hand") {
   CHECK(std::count(img.begin(), img.end(), 0.0f) == 0);
 }
 
-TEST_CASE("data transforms: train pipeline is keyed by the RNG; hflip mirrors the same crop") {
+TEST_CASE("data transforms: train pipeline is keyed by the RNG - hflip mirrors the same crop") {
   vit::TransformConfig tc;
   tc.color_jitter = 0.4;
   tc.random_erasing = 0.25;

@@ -47,7 +47,7 @@ TEST_CASE("linear ref: forward matches the definition, with and without bias") {
   }
 }
 
-TEST_CASE("linear ref: finite-difference gradients; dweight/dbias and dx (accumulate) add") {
+TEST_CASE("linear ref: finite-difference gradients - dweight/dbias and dx (accumulate) add") {
   for (Shape s : {Shape{1, 3, 2}, Shape{5, 7, 4}, Shape{17, 13, 11}, Shape{9, 260, 3}, Shape{3, 5, 259}}) {
     CAPTURE(s.M);
     CAPTURE(s.K);

@@ -35,7 +35,7 @@ TEST_CASE("patch drop: keep count, distinct indices, reproducible, uniform over 
   for (int i = 0; i < Np; ++i) CHECK(std::abs(hits[i] - mean) < 5 * sd);
 }
 
-TEST_CASE("patch drop: forward keeps prefix rows and gathers the chosen patches; backward scatters (FD exact)") {
+TEST_CASE("patch drop: forward keeps prefix rows and gathers the chosen patches - backward scatters (FD exact)") {
   const int B = 2, prefix = 2, Np = 7, D = 3, keep = 4;
   std::vector<int> idx((size_t)B * keep);
   ref::patch_keep_indices(idx.data(), B, Np, keep, 1, 2);

@@ -98,7 +98,7 @@ TEST_CASE("timm weights: checkpoint -> safetensors -> import is bit exact, from 
   }
 }
 
-TEST_CASE("timm weights: another num_classes keeps a fresh head; another img_size resamples pos_embed") {
+TEST_CASE("timm weights: another num_classes keeps a fresh head - another img_size resamples pos_embed") {
   Config c = tiny_config();
   ParamLayout L(c.model);
   auto units = random_units(L, 5);

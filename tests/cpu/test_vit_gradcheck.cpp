@@ -127,9 +127,39 @@ TEST_CASE("vit gradcheck: every dropout on (fixed seed: masks are part of the fu
   m.drop_rate = 0.2;
   m.pos_drop_rate = 0.2;
   m.proj_drop_rate = 0.2;
+  m.attn_drop_rate = 0.25;
   m.drop_path_rate = 0.3;
   m.depth = 3;
   check_model(m, "dropouts+drop_path+ls");
+}
+
+TEST_CASE("vit: attention dropout acts in training only") {
+  // Same parameters, batch and step: in eval the loss with attn_drop_rate > 0 equals the one without, bit for
+  // bit; in training it differs (and the whole-model gradients above include the mask).
+  ModelConfig m = tiny_model();
+  auto losses = [&](double rate, bool train) {
+    ModelConfig c = m;
+    c.attn_drop_rate = rate;
+    CpuOps<double> ops;
+    ParamLayout layout(c);
+    LocalStore<CpuOps<double>> store(layout, ops);
+    store.init(4321);
+    const int B = 2;
+    const ModelDims d = layout.dims();
+    std::vector<float> img(B * d.C * d.H * d.W);
+    for (size_t i = 0; i < img.size(); ++i) img[i] = (float)rng::normal(6, 6, i);
+    std::vector<int> labels = {0, 3};
+    ViT<CpuOps<double>> model(c, layout, ops, B);
+    StepContext ctx;
+    ctx.train = train;
+    ctx.seed = 78;
+    ctx.dscale = 1.0 / B;
+    model.forward(store, img.data(), labels.data(), B, ctx);
+    return std::vector<double>(model.losses(), model.losses() + B);
+  };
+  CHECK(losses(0.4, false) == losses(0.0, false));
+  CHECK(losses(0.4, true) != losses(0.0, true));
+  CHECK(losses(0.4, true) == losses(0.4, true));  // the mask is a function of (seed, step, site)
 }
 
 TEST_CASE("vit gradcheck: avg pool with final norm before pooling, no pos embed") {
@@ -173,7 +203,7 @@ TEST_CASE("vit gradcheck: qk_norm alone, and the recipe's full option set (dropo
   m.scale_attn_norm = true;
   m.scale_mlp_norm = true;
   m.init_variance_rescale = true;
-  m.drop_rate = m.pos_drop_rate = m.proj_drop_rate = m.drop_path_rate = 0.1;
+  m.drop_rate = m.pos_drop_rate = m.proj_drop_rate = m.attn_drop_rate = m.drop_path_rate = 0.1;
   check_model(m, "recipe options");
 }
 
@@ -186,6 +216,6 @@ TEST_CASE("vit gradcheck: patch dropout (with registers, pre_norm, map head) and
   m.pre_norm = true;
   m.global_pool = "map";
   m.fc_norm = "true";
-  m.pos_drop_rate = m.proj_drop_rate = m.drop_path_rate = 0.2;
+  m.pos_drop_rate = m.proj_drop_rate = m.attn_drop_rate = m.drop_path_rate = 0.2;
   check_model(m, "patch_drop+pre_norm+map+dropouts");
 }

@@ -13,6 +13,13 @@
 // The backward is checked in isolation: both sides get the same out (the reference's, rounded to bf16) and
 // lse, so only the backward's own error is measured. T = 1 has dq = dk = 0 exactly in exact arithmetic (the
 // output is v whatever q and k are), so there they are checked in absolute terms.
+//
+// Attention dropout: the same comparisons with a mask (the CPU reference draws the same one), same tolerances
+// (the mask only selects and scales by s ~ 1.1..2 entries that are compared anyway), and an exact test of the
+// mask itself: with q = 0 every P is 1/T, and one-hot keys, values or output gradients make each kept entry
+// of the mask a nonzero (or positive) element of out, dV and dQ, and each dropped one zero (or negative), so
+// all three fragment layouts the kernels draw the mask in (forward, dQ pass, dK/dV pass) are read back bit
+// for bit against the CPU's attn_mask::keep.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -59,7 +66,8 @@ double max_abs(const std::vector<float>& x) {
 }
 
 // Runs forward and backward of one implementation on fresh random inputs and returns the relative errors.
-Errors run_case(Variant v, const Case& c, uint64_t seed, float in_scale = 1.f, bool public_api = false) {
+Errors run_case(Variant v, const Case& c, uint64_t seed, float in_scale = 1.f, bool public_api = false,
+                const AttnDropout& dr = {}) {
   const size_t n_qkv = (size_t)c.B * c.T * 3 * c.H * c.d, n_out = (size_t)c.B * c.T * c.H * c.d,
                n_stat = (size_t)c.B * c.H * c.T;
   const float scale = 1.f / std::sqrt((float)c.d);
@@ -68,10 +76,10 @@ Errors run_case(Variant v, const Case& c, uint64_t seed, float in_scale = 1.f, b
 
   // CPU twin in float on the rounded inputs.
   std::vector<float> out_ref(n_out), lse_ref(n_stat), dqkv_ref(n_qkv);
-  ref::attention_forward(out_ref.data(), lse_ref.data(), qkv.data(), c.B, c.T, c.H, c.d, (double)scale);
+  ref::attention_forward(out_ref.data(), lse_ref.data(), qkv.data(), c.B, c.T, c.H, c.d, (double)scale, dr);
   const auto out_bf = bf_round(out_ref);  // what a bf16 forward would have stored
   ref::attention_backward(dqkv_ref.data(), dout.data(), qkv.data(), out_bf.data(), lse_ref.data(), c.B, c.T, c.H, c.d,
-                          (double)scale);
+                          (double)scale, dr);
 
   auto d_qkv = to_device(to_bf(qkv));
   gpu::DeviceBuffer<bf16> d_out(n_out), d_dqkv(n_qkv);
@@ -80,9 +88,9 @@ Errors run_case(Variant v, const Case& c, uint64_t seed, float in_scale = 1.f, b
   d_out.poison();
   d_lse.poison();
   if (public_api)
-    gpu::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), c.B, c.T, c.H, c.d, scale, 0);
+    gpu::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), c.B, c.T, c.H, c.d, scale, 0, dr);
   else
-    gpu::attn::forward(v, d_out.get(), d_lse.get(), d_qkv.get(), c.B, c.T, c.H, c.d, scale, 0);
+    gpu::attn::forward(v, d_out.get(), d_lse.get(), d_qkv.get(), c.B, c.T, c.H, c.d, scale, 0, dr);
   CUDA_CHECK(cudaDeviceSynchronize());
   Errors e{};
   e.out = rel_err(to_f(d_out.download()), out_ref);
@@ -96,10 +104,10 @@ Errors run_case(Variant v, const Case& c, uint64_t seed, float in_scale = 1.f, b
   d_ws.poison();
   if (public_api)
     gpu::attention_backward(d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out_in.get(), d_lse_in.get(), c.B, c.T, c.H,
-                            c.d, scale, d_ws.get(), 0);
+                            c.d, scale, d_ws.get(), 0, dr);
   else
     gpu::attn::backward(v, d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out_in.get(), d_lse_in.get(), c.B, c.T, c.H,
-                        c.d, scale, d_ws.get(), 0);
+                        c.d, scale, d_ws.get(), 0, dr);
   CUDA_CHECK(cudaDeviceSynchronize());
   const auto dqkv = to_f(d_dqkv.download());
   const auto gq = part_of(dqkv, c, 0), gk = part_of(dqkv, c, 1), gv = part_of(dqkv, c, 2);
@@ -125,17 +133,76 @@ void check_errors(const Errors& e, const char* what, const Case& c) {
 }
 
 // Every T of the sweep at one head dim; B and H small but > 1 so the (b, h) indexing is exercised.
-void sweep(Variant v, const char* name, int d, uint64_t seed) {
+void sweep(Variant v, const char* name, int d, uint64_t seed, const AttnDropout& dr = {}) {
   Errors worst{};
-  for (int T : {1, 5, 17, 64, 65, 128, 129, 197, 208, 209, 256, 257}) {
+  for (int T : {1, 5, 17, 37, 64, 65, 128, 129, 197, 208, 209, 256, 257}) {
     const Case c{2, T, T <= 65 ? 3 : 2, d};
-    const Errors e = run_case(v, c, seed + 10 * T);
+    const Errors e = run_case(v, c, seed + 10 * T, 1.f, false, dr);
     check_errors(e, name, c);
     worst = {std::max(worst.out, e.out), std::max(worst.lse, e.lse), std::max(worst.dq, e.dq),
              std::max(worst.dk, e.dk), std::max(worst.dv, e.dv)};
   }
-  MESSAGE(name, " d=", d, " worst over T: out ", worst.out, " lse ", worst.lse, " dq ", worst.dq, " dk ", worst.dk,
-          " dv ", worst.dv);
+  MESSAGE(name, " d=", d, dr.active() ? " dropout" : "", " worst over T: out ", worst.out, " lse ", worst.lse, " dq ",
+          worst.dq, " dk ", worst.dk, " dv ", worst.dv);
+}
+
+// Which mask entries a variant's kernels kept, read back exactly (see the header): returns the number of
+// (b, h, i, j) where forward, dV or dQ disagree with attn_mask::keep. Needs T <= d (one-hot rows of length d).
+int64_t mask_mismatches(Variant v, const Case& c, const AttnDropout& dr) {
+  REQUIRE(c.T <= c.d);
+  const size_t n_qkv = (size_t)c.B * c.T * 3 * c.H * c.d, n_out = (size_t)c.B * c.T * c.H * c.d,
+               n_stat = (size_t)c.B * c.H * c.T;
+  const float scale = 1.f / std::sqrt((float)c.d);
+  auto at_qkv = [&](int b, int t, int part, int h, int col) {
+    return (((size_t)b * c.T + t) * 3 + part) * c.H * c.d + (size_t)h * c.d + col;
+  };
+  auto at_out = [&](int b, int t, int h, int col) { return (((size_t)b * c.T + t) * c.H + h) * c.d + col; };
+  // P = 1/T everywhere (q = 0), s the keep scale, n_i the entries kept in row i.
+  // Run 1: k_j = v_j = e_j, dO_i = e_i:  out_i[j] = s/T · Z_ij  and  dv_j[i] = s/T · Z_ij.
+  // Run 2: k_j = e_j, v_j = e_0, dO_i = e_0:  O_i = s n_i / T · e_0, so D_i = s n_i / T, the gradient of P_ij is
+  //        Z_ij s, and dq_i[j] = scale · dS_ij = scale · s / T · (Z_ij − n_i / T): positive where kept, negative
+  //        where dropped (unless a row keeps all or nothing, which at p = 0.5 and T >= 31 has odds below 2^-30).
+  std::vector<float> qkv1(n_qkv, 0.f), dout1(n_out, 0.f), qkv2(n_qkv, 0.f), dout2(n_out, 0.f);
+  for (int b = 0; b < c.B; ++b)
+    for (int t = 0; t < c.T; ++t)
+      for (int h = 0; h < c.H; ++h) {
+        qkv1[at_qkv(b, t, 1, h, t)] = qkv1[at_qkv(b, t, 2, h, t)] = 1.f;
+        dout1[at_out(b, t, h, t)] = 1.f;
+        qkv2[at_qkv(b, t, 1, h, t)] = qkv2[at_qkv(b, t, 2, h, 0)] = 1.f;
+        dout2[at_out(b, t, h, 0)] = 1.f;
+      }
+  gpu::DeviceBuffer<bf16> d_out(n_out), d_dqkv(n_qkv);
+  gpu::DeviceBuffer<float> d_lse(n_stat);
+  gpu::DeviceBuffer<unsigned char> d_ws((size_t)gpu::attention_backward_workspace_bytes(c.B, c.T, c.H, c.d));
+  auto run = [&](const std::vector<float>& qkv, const std::vector<float>& dout, std::vector<float>& out,
+                 std::vector<float>& dqkv) {
+    auto d_qkv = to_device(to_bf(qkv));
+    auto d_dout = to_device(to_bf(dout));
+    d_out.poison();
+    d_lse.poison();
+    d_dqkv.poison();
+    gpu::attn::forward(v, d_out.get(), d_lse.get(), d_qkv.get(), c.B, c.T, c.H, c.d, scale, 0, dr);
+    gpu::attn::backward(v, d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(), c.B, c.T, c.H, c.d,
+                        scale, d_ws.get(), 0, dr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    out = to_f(d_out.download());
+    dqkv = to_f(d_dqkv.download());
+  };
+  std::vector<float> out1, dqkv1, out2, dqkv2;
+  run(qkv1, dout1, out1, dqkv1);
+  run(qkv2, dout2, out2, dqkv2);
+  const uint32_t thr = attn_mask::threshold(dr.p);
+  int64_t bad = 0;
+  for (int b = 0; b < c.B; ++b)
+    for (int h = 0; h < c.H; ++h)
+      for (int i = 0; i < c.T; ++i)
+        for (int j = 0; j < c.T; ++j) {
+          const bool keep = attn_mask::keep(dr, thr, (i64)b * c.H + h, i, j);
+          bad += (out1[at_out(b, i, h, j)] != 0.f) != keep;      // forward: rows are queries
+          bad += (dqkv1[at_qkv(b, j, 2, h, i)] != 0.f) != keep;  // dK/dV pass: rows are keys
+          bad += (dqkv2[at_qkv(b, i, 0, h, j)] > 0.f) != keep;   // dQ pass: rows are queries
+        }
+  return bad;
 }
 
 }  // namespace
@@ -200,6 +267,44 @@ TEST_CASE("attention gpu: VIT_ATTN_VARIANT forces the public API's variant") {
 TEST_CASE("attention gpu: public API dispatches and handles many (b, h)") {
   for (const Case c : {Case{3, 197, 5, 64}, Case{2, 50, 4, 40}})  // fused path, then the simple fallback
     check_errors(run_case(Variant::flash, c, 500 + c.d, 1.f, true), "public api", c);
+}
+
+TEST_CASE("attention gpu: dropout, every variant against the CPU reference with the same mask") {
+  const AttnDropout dr{0.1f, 0xd00d, 7};
+  for (int d : {32, 64, 128}) sweep(Variant::simple, "simple", d, 1300 + d, dr);
+  sweep(Variant::simple, "simple", 24, 1290, dr);  // a head dim the fused kernels do not take (the fallback)
+  for (int d : gpu::attn::kFlashDims) sweep(Variant::flash, "flash", d, 1400 + d, dr);
+  sweep(Variant::flash_wide, "flash_wide", 64, 1500, dr);
+  for (int d : {32, 64, 80}) sweep(Variant::resident, "resident", d, 1600 + d, dr);  // d = 80: flash backward
+  sweep(Variant::fast, "fast", 64, 1764, dr);
+}
+
+TEST_CASE("attention gpu: dropout at a high rate, peaked rows and long sequences") {
+  const AttnDropout dr{0.5f, 31337, 2};
+  for (Variant v : {Variant::simple, Variant::flash, Variant::resident, Variant::fast})
+    for (const Case c : {Case{2, 197, 3, 64}, Case{2, 37, 2, 32}, Case{1, 257, 2, 80}, Case{1, 130, 2, 128}}) {
+      const std::string name = std::string(gpu::attn::variant_name(v)) + " dropout 0.5";
+      check_errors(run_case(v, c, 1800 + c.T, 1.f, false, dr), name.c_str(), c);
+      check_errors(run_case(v, c, 1900 + c.T, 3.f, false, dr), (name + " peaked").c_str(), c);
+    }
+  for (Variant v : {Variant::flash, Variant::resident})
+    for (const Case c : {Case{1, 577, 2, 64}, Case{1, 1025, 1, 64}})
+      check_errors(run_case(v, c, 2000 + c.T, 1.f, false, {0.2f, 5, 9}), "long dropout", c);
+}
+
+TEST_CASE("attention gpu: dropout mask read back exactly from out, dV and dQ of every variant") {
+  const AttnDropout dr{0.5f, 4242, 13};
+  for (Variant v : {Variant::simple, Variant::flash, Variant::flash_wide, Variant::resident, Variant::fast})
+    for (const Case c : {Case{2, 37, 3, 64}, Case{1, 64, 2, 64}, Case{2, 31, 2, 32}, Case{1, 127, 2, 128}}) {
+      if (v == Variant::flash_wide && c.d != 64) continue;
+      INFO(gpu::attn::variant_name(v), " B=", c.B, " T=", c.T, " H=", c.H, " d=", c.d);
+      CHECK(mask_mismatches(v, c, dr) == 0);
+    }
+}
+
+TEST_CASE("attention gpu: public API with dropout (flash forward, resident backward, simple fallback)") {
+  for (const Case c : {Case{3, 197, 5, 64}, Case{2, 50, 4, 40}})
+    check_errors(run_case(Variant::flash, c, 2100 + c.d, 1.f, true, {0.1f, 77, 1}), "public api dropout", c);
 }
 
 TEST_CASE("attention gpu: fused backward is bitwise reproducible (no atomics)") {

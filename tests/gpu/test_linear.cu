@@ -93,7 +93,7 @@ void check_linear(gpu::GemmContext& ctx, Shape s, bool with_bias, uint64_t seed)
 
 }  // namespace
 
-TEST_CASE("gpu linear: forward/backward vs CPU twin at odd M; parameter gradients accumulate") {
+TEST_CASE("gpu linear: forward/backward vs CPU twin at odd M - parameter gradients accumulate") {
   gpu::GemmContext ctx;
   // M odd and not a multiple of any tile; K, N multiples of 8 (the cuBLASLt bf16 requirement). M = 2000
   // makes the bias gradient take the two-stage (partials + finish) path, M = 37 the direct one; N = 520 is

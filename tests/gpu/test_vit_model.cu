@@ -201,3 +201,13 @@ TEST_CASE("gpu vit: patch dropout with registers and the map head (same RNG indi
   m.pre_norm = true;
   compare_model(m, "patch_drop+reg+map");
 }
+
+TEST_CASE("gpu vit: attention dropout (the GPU kernels draw the CPU's mask), head dims 32 and 64") {
+  ModelConfig m = small();
+  m.attn_drop_rate = 0.2;
+  compare_model(m, "attn_drop d32");
+  m.embed_dim = 128;  // 2 heads of 64: the public pairing's resident backward at ViT's head dim
+  m.reg_tokens = 4;   // T = 21
+  m.proj_drop_rate = 0.1;
+  compare_model(m, "attn_drop+proj_drop d64");
+}
