@@ -111,9 +111,21 @@ Errors run_case(Variant v, const Case& c, uint64_t seed, float in_scale = 1.f, b
   CUDA_CHECK(cudaDeviceSynchronize());
   const auto dqkv = to_f(d_dqkv.download());
   const auto gq = part_of(dqkv, c, 0), gk = part_of(dqkv, c, 1), gv = part_of(dqkv, c, 2);
-  if (c.T == 1) {  // exact answer 0: absolute check (dS = P (dP − D) ~ fp32 rounding of d-term dot products)
-    e.dq = max_abs(gq) < 1e-3 ? 0.0 : INFINITY;
-    e.dk = max_abs(gk) < 1e-3 ? 0.0 : INFINITY;
+  if (c.T == 1) {
+    // dS = P (Z s dP − D) is 0 in exact arithmetic with one key. What is left is rounding: of the fp32 dot
+    // products, and with dropout of the stored bf16 output (s = 1/(1-p) makes out = s·v inexact), which the
+    // reference sees too. A relative error of two near-zero vectors means nothing, so: absolute, against the
+    // reference, with 1% of its size as slack.
+    auto near = [](const std::vector<float>& g, const std::vector<float>& r) {
+      double diff = 0, mr = 0;
+      for (size_t i = 0; i < g.size(); ++i) {
+        diff = std::isfinite(g[i]) ? std::max(diff, (double)std::abs(g[i] - r[i])) : INFINITY;
+        mr = std::max(mr, (double)std::abs(r[i]));
+      }
+      return diff < 1e-3 + 1e-2 * mr ? 0.0 : INFINITY;
+    };
+    e.dq = near(gq, part_of(dqkv_ref, c, 0));
+    e.dk = near(gk, part_of(dqkv_ref, c, 1));
   } else {
     e.dq = rel_err(gq, part_of(dqkv_ref, c, 0));
     e.dk = rel_err(gk, part_of(dqkv_ref, c, 1));
