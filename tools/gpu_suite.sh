@@ -115,6 +115,26 @@ if has recipe; then
   "$BIN/plot_metrics" "$LOG/recipe/metrics.jsonl" "$LOG/recipe_curves.png" | tee -a "$SUMMARY"
 fi
 
+if has scaling; then
+  # Several GPUs of one host: 1 vs N equivalence, then ViT-B/16 b256 per GPU on 1 and N GPUs beside PyTorch
+  # FSDP2 (same call): img/s, scaling and per-rank memory against ZeRO-3's 16 B/param/N formula.
+  N=$(nvidia-smi -L | wc -l)
+  bash tests/gpu/multi_gpu_equivalence.sh "$BIN" 2>&1 | tee "$LOG/equiv.log" | tail -8
+  grep -E "EQUIV|FAIL|skipped" "$LOG/equiv.log" >> "$SUMMARY"
+  for np in 1 $N; do
+    for extra in "" "distributed.grad_reduce_dtype=bf16"; do
+      mpirun --allow-run-as-root -np $np -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH "$BIN/bench_train" configs/vit_base.toml \
+        model.drop_path_rate=0 training.label_smoothing=0 $extra 2>&1 | grep ENGINE | tee -a "$SUMMARY"
+    done
+  done
+  for mode in eager compile; do
+    for np in 1 $N; do
+      (cd "$ANCH" && PYTHONUNBUFFERED=1 timeout 400 torchrun --nproc-per-node $np anchor_fsdp2.py vit_base_patch16_224 256 $mode \
+        2>&1 | grep FSDP2) | tee -a "$SUMMARY"
+    done
+  done
+fi
+
 if has loader; then
   (cd "$ANCH" && PYTHONUNBUFFERED=1 timeout 300 python3 anchor_loader.py seedimg /tmp/corpus 6000 2>&1 | grep LOADER) | tee -a "$SUMMARY"
   timeout 200 "$BIN/bench_loader" --folder /tmp/corpus --workers 16 2>&1 | grep BENCH | tee -a "$SUMMARY"
