@@ -9,6 +9,7 @@
 
 #include "engine/cuda_check.h"
 #include "kernels/attention.h"
+#include "kernels/attention_fwd_m32.h"
 #include "kernels/attention_tiles.cuh"
 
 namespace vit::gpu {
@@ -254,6 +255,7 @@ const char* variant_name(Variant v) {
     case Variant::flash_wide: return "flash_wide";
     case Variant::resident: return "resident";
     case Variant::fast: return "fast";
+    case Variant::m32: return "m32";
   }
   return "?";
 }
@@ -264,14 +266,14 @@ Variant default_variant(int d) {
     char* end = nullptr;
     const long k = std::strtol(env, &end, 10);
     VIT_REQUIRE(*end == '\0' && k >= 0 && k < kVariantCount, "VIT_ATTN_VARIANT must be 0..", kVariantCount - 1,
-                " (simple, flash, flash_wide, resident, fast), not '", env, "'");
+                " (simple, flash, flash_wide, resident, fast, m32), not '", env, "'");
     v = static_cast<Variant>(k);
   }
   return flash_supports(d) ? v : Variant::simple;
 }
 
-// With dropout the resident and fast forwards give way to flash (their kernels have no mask); every backward
-// and the simple and flash forwards take it.
+// With dropout the resident, fast and m32 forwards give way to flash (their kernels have no mask); every
+// backward and the simple and flash forwards take it.
 void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
              cudaStream_t stream, const AttnDropout& drop) {
   check_args(B, Tn, H, d, scale);
@@ -284,6 +286,8 @@ void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, i
       resident_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
     else if (v == Variant::fast && !mk.on)
       fast_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
+    else if (v == Variant::m32 && !mk.on)
+      m32_forward(out, lse, qkv, B, Tn, H, d, scale, m32_config(Tn, d), stream);
     else
       flash_forward(out, lse, qkv, B, Tn, H, d, scale, mk, stream);
   } else {
@@ -303,7 +307,7 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
     VIT_REQUIRE(flash_supports(d), "attention: the fused kernels are built for head dims 32, 64, 80, 96, 128, not ", d);
     VIT_REQUIRE(aligned16(dqkv) && aligned16(dout) && aligned16(qkv) && aligned16(out),
                 "attention: qkv, out, dout and dqkv must be 16-byte aligned");
-    if ((v == Variant::resident || v == Variant::fast) && resident_backward_supports(Tn, d))
+    if ((v == Variant::resident || v == Variant::fast || v == Variant::m32) && resident_backward_supports(Tn, d))
       resident_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, mk, stream);  // needs no workspace
     else
       flash_backward(v, dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, mk, Dws, stream);
@@ -315,15 +319,19 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
 }  // namespace attn
 
 // Public API: forward and backward pick separately, by measurement on the H100 (2026-11-25, ViT-B B256 H12
-// T197 d64, docs/benchmarks.md run 4): forward flash 217 us < resident 233 < fast 244; backward resident
-// 619 us < fast 637 < flash 834. Every variant reads and writes the same out / lse, so they pair freely.
+// T197 d64, docs/benchmarks.md runs 4 and 14): forward m32 206 us < flash 216 < resident 233 < fast 244 (and
+// m32 is 10-30% faster than flash at T577 d64, T257 d80 and d128); backward resident 619-641 us < fast 637 <
+// flash 834. Every variant reads and writes the same out / lse, so they pair freely.
 // VIT_ATTN_VARIANT forces one variant for both; head dims without fused kernels use the simple ones.
 // Attention dropout keeps this pairing (flash forward, resident backward where it applies).
+// kPublicForward is the forward run when VIT_ATTN_VARIANT is unset (with dropout m32 hands over to flash).
+constexpr attn::Variant kPublicForward = attn::Variant::m32;
+
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
                        cudaStream_t stream, const AttnDropout& drop) {
   attn::Variant v = attn::default_variant(d);
   const char* env = std::getenv("VIT_ATTN_VARIANT");
-  if (v == attn::Variant::resident && (env == nullptr || *env == '\0')) v = attn::Variant::flash;
+  if (v == attn::Variant::resident && (env == nullptr || *env == '\0')) v = kPublicForward;
   attn::forward(v, out, lse, qkv, B, Tn, H, d, scale, stream, drop);
 }
 

@@ -31,8 +31,10 @@ enum class Variant : int {
                    // shapes it does not take (resident_*_supports) run the flash kernels
   fast = 4,        // forward: flash re-tiled (Q in registers, 4-warp CTAs, 3 per SM at d <= 64, one barrier per
                    // key block; attention_fwd_fast.cu); backward: resident where it applies, else flash
+  m32 = 5,         // forward: 32 query rows per warp, FlashAttention-2's tiling, in the configuration that
+                   // VIT_ATTN_M32_CFG picks (attention_fwd_m32.h); backward as fast
 };
-inline constexpr int kVariantCount = 5;
+inline constexpr int kVariantCount = 6;
 const char* variant_name(Variant v);
 
 inline constexpr int kFlashDims[] = {32, 64, 80, 96, 128};
@@ -42,7 +44,7 @@ constexpr bool flash_supports(int d) {
   return false;
 }
 
-// What the public API runs for head dim d: VIT_ATTN_VARIANT=N (0..4) in the environment forces variant N
+// What the public API runs for head dim d: VIT_ATTN_VARIANT=N (0..5) in the environment forces variant N
 // (a fused one where d has no fused kernel falls back to simple), else the fastest measured one.
 Variant default_variant(int d);
 
@@ -50,7 +52,8 @@ Variant default_variant(int d);
 i64 workspace_bytes(int B, int Tn, int H, int d);
 
 // Attention dropout (drop.p > 0, attention_dropout.h) runs in every variant's backward and in the simple and
-// flash forwards; the resident and fast forwards do not take it: with p > 0 those variants run the flash forward.
+// flash forwards; the resident, fast and m32 forwards do not take it: with p > 0 those variants run the flash
+// forward.
 void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
              cudaStream_t stream, const AttnDropout& drop = {});
 void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,

@@ -5,7 +5,9 @@
 //   bench_attention              the fused kernels: flash (1), at d=64 its other backward tiling (2), and the
 //                                K/V-resident kernels (3; shapes they do not take run flash), and fast (4: the
 //                                re-tiled forward with the resident backward where it applies)
-//   bench_attention --variant N  one implementation: 0 simple, 1 flash, 2 flash_wide, 3 resident, 4 fast
+//                                and m32 (5: 32 query rows per warp), once per configuration of its forward
+//                                (VIT_ATTN_M32_CFG, set here for each), ending with the fastest per shape
+//   bench_attention --variant N  one implementation: 0 simple, 1 flash, 2 flash_wide, 3 resident, 4 fast, 5 m32
 // It also prints which variant the public API (gpu::attention_*) runs: VIT_ATTN_VARIANT=N forces one.
 // Attention dropout: every variant is also checked with p = 0.1 (CPU reference with the same mask), and one
 // more row times the ViT-B shape with p = 0.1 (by default with the resident variant, whose forward gives way
@@ -19,6 +21,7 @@
 
 #include "engine/rng.h"
 #include "kernels/attention.h"
+#include "kernels/attention_fwd_m32.h"
 #include "kernels/attention_tiles.cuh"
 #include "tests/gpu/gpu_test_util.h"
 #include "tools/bench_util.h"
@@ -39,6 +42,15 @@ __global__ void fill_uniform(bf16* x, size_t n, uint64_t seed, float a) {
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
     x[i] = __float2bfloat16(a * (2.f * rng::uniform(seed, 3, i) - 1.f));
 }
+
+// The name a variant is reported under: m32 with the configuration it runs at (T, d) and its tiling.
+std::string label(Variant v, int T, int d) {
+  if (v != Variant::m32) return variant_name(v);
+  return "m32 " + gpu::attn::m32_config_name(gpu::attn::m32_config(T, d), d);
+}
+
+// Selects configuration cfg of the m32 forward for the calls that follow.
+void set_m32_config(int cfg) { setenv("VIT_ATTN_M32_CFG", std::to_string(cfg).c_str(), 1); }
 
 // Small-shape check of forward (out, lse) and backward (dq, dk, dv together) against the CPU reference.
 bool check(Variant v, int B, int T, int H, int d, const AttnDropout& dr = {}) {
@@ -68,8 +80,8 @@ bool check(Variant v, int B, int T, int H, int d, const AttnDropout& dr = {}) {
   const double e_out = rel_err(to_f(d_out.download()), out), e_lse = rel_err(d_lse.download(), lse);
   const double e_d = rel_err(to_f(d_dqkv.download()), dqkv);
   const bool ok = e_out < 1e-2 && e_lse < 1e-4 && e_d < 1e-2;
-  std::printf("check %-10s B=%d T=%d H=%d d=%-3d p=%.2f  out %.2e  lse %.2e  dqkv %.2e  %s\n", variant_name(v), B, T,
-              H, d, dr.p, e_out, e_lse, e_d, ok ? "ok" : "FAILED");
+  std::printf("check %-10s B=%d T=%d H=%d d=%-3d p=%.2f  out %.2e  lse %.2e  dqkv %.2e  %s\n", label(v, T, d).c_str(), B,
+              T, H, d, dr.p, e_out, e_lse, e_d, ok ? "ok" : "FAILED");
   return ok;
 }
 
@@ -78,8 +90,12 @@ struct Shape {
   int B, T, H, d;
 };
 
-// Times one shape and returns forward + backward in µs.
-double time_shape(bench::Timer& timer, Variant v, const Shape& s, const AttnDropout& dr = {}) {
+struct Times {
+  double fwd, fwd_bwd;  // µs
+};
+
+// Times one shape: forward, backward, forward + backward.
+Times time_shape(bench::Timer& timer, Variant v, const Shape& s, const AttnDropout& dr = {}) {
   const size_t n_qkv = (size_t)s.B * s.T * 3 * s.H * s.d, n_out = (size_t)s.B * s.T * s.H * s.d;
   const float scale = 1.f / std::sqrt((float)s.d);
   gpu::DeviceBuffer<bf16> qkv(n_qkv), out(n_out), dout(n_out), dqkv(n_qkv);
@@ -106,29 +122,30 @@ double time_shape(bench::Timer& timer, Variant v, const Shape& s, const AttnDrop
       },
       reps, 2);
   const double flops_f = 4.0 * s.B * s.H * (double)s.T * s.T * s.d;
-  char tag[96];
+  char tag[160];
   const int len = std::snprintf(tag, sizeof tag, "attn %s B%d H%d T%d d%d %s", s.name, s.B, s.H, s.T, s.d,
-                                variant_name(v));
+                                label(v, s.T, s.d).c_str());
   if (dr.active() && len > 0 && len < (int)sizeof tag)
     std::snprintf(tag + len, sizeof tag - len, " attn_drop %.2f", dr.p);
   bench::report((std::string(tag) + " fwd").c_str(), us_f, flops_f, 0);
   bench::report((std::string(tag) + " bwd").c_str(), us_b, 2.5 * flops_f, 0);
   bench::report((std::string(tag) + " fwd+bwd").c_str(), us_fb, 3.5 * flops_f, 0);
-  return us_fb;
+  return {us_f, us_fb};
 }
 
 constexpr AttnDropout kDrop{0.1f, 12345, 7};  // the p = 0.1 checks and timing row
 
 int run(int argc, char** argv) {
-  std::vector<Variant> variants = {Variant::flash, Variant::flash_wide, Variant::resident, Variant::fast};
+  std::vector<Variant> variants = {Variant::flash, Variant::flash_wide, Variant::resident, Variant::fast,
+                                   Variant::m32};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--variant") == 0 && i + 1 < argc) {
       const int k = std::atoi(argv[++i]);
       VIT_REQUIRE(k >= 0 && k < gpu::attn::kVariantCount,
-                  "--variant takes 0 (simple), 1 (flash), 2 (flash_wide), 3 (resident) or 4 (fast), not ", k);
+                  "--variant takes 0 (simple), 1 (flash), 2 (flash_wide), 3 (resident), 4 (fast) or 5 (m32), not ", k);
       variants = {static_cast<Variant>(k)};
     } else {
-      vit::fail("usage: bench_attention [--variant 0|1|2|3|4]");
+      vit::fail("usage: bench_attention [--variant 0|1|2|3|4|5]");
     }
   }
   cudaDeviceProp prop{};
@@ -139,14 +156,29 @@ int run(int argc, char** argv) {
               (int)gpu::attn::default_variant(128), variant_name(gpu::attn::default_variant(128)),
               std::getenv("VIT_ATTN_VARIANT") ? " (forced by VIT_ATTN_VARIANT)" : "");
 
+  const char* m32_env = std::getenv("VIT_ATTN_M32_CFG");
+  const std::string m32_saved = m32_env ? m32_env : "";
+  std::printf("m32 forward configurations (VIT_ATTN_M32_CFG; default by shape, ViT-B: %d, T577: %d):\n",
+              gpu::attn::m32_default_config(197, 64), gpu::attn::m32_default_config(577, 64));
+  for (int c = 0; c < gpu::attn::kM32ConfigCount; ++c)
+    std::printf("  d=64: %s   d=128: %s\n", gpu::attn::m32_config_name(c, 64).c_str(),
+                gpu::attn::m32_config_name(c, 128).c_str());
+  // m32 runs once per configuration, the others once.
+  auto configs_of = [](Variant v) { return v == Variant::m32 ? gpu::attn::kM32ConfigCount : 1; };
+
   bool ok = true;
   for (Variant v : variants)
-    for (int d : gpu::attn::kFlashDims) {
-      if (v == Variant::flash_wide && d != 64) continue;  // same kernels as flash there
-      ok = check(v, 2, 197, 3, d) && ok;
-      ok = check(v, 1, 5, 2, d) && ok;
-      if (v == Variant::resident || v == Variant::fast) ok = check(v, 1, 250, 2, d) && ok;  // 16-warp backward
-      ok = check(v, 2, 197, 3, d, kDrop) && ok;
+    for (int c = 0; c < configs_of(v); ++c) {
+      if (v == Variant::m32) set_m32_config(c);
+      for (int d : gpu::attn::kFlashDims) {
+        if (v == Variant::flash_wide && d != 64) continue;  // same kernels as flash there
+        ok = check(v, 2, 197, 3, d) && ok;
+        ok = check(v, 1, 5, 2, d) && ok;
+        if (v == Variant::resident || v == Variant::fast || v == Variant::m32)
+          ok = check(v, 1, 250, 2, d) && ok;  // 16-warp backward
+        if (v == Variant::m32) ok = check(v, 1, 577, 2, d) && ok;  // long rows: many key blocks, a 1-key tail
+        ok = check(v, 2, 197, 3, d, kDrop) && ok;
+      }
     }
   if (!ok) {
     std::printf("FAILED: the CUDA attention does not match the CPU reference\n");
@@ -157,21 +189,45 @@ int run(int argc, char** argv) {
                           {"ViT-B/16-384", 32, 577, 12, 64},
                           {"ViT-H/14-224", 64, 257, 16, 80},
                           {"d128", 64, 257, 8, 128}};
+  constexpr int kShapes = sizeof shapes / sizeof shapes[0];
+  double flash_fwd[kShapes] = {}, best_m32[kShapes] = {};
+  int best_cfg[kShapes] = {};
   bench::Timer timer;
   for (Variant v : variants)
-    for (const Shape& s : shapes) {
-      if (v == Variant::flash_wide && s.d != 64) continue;
-      if (v == Variant::resident && !gpu::attn::resident_forward_supports(s.T, s.d) &&
-          !gpu::attn::resident_backward_supports(s.T, s.d))
-        continue;  // would time the flash kernels again
-      const double us = time_shape(timer, v, s);
-      if (&s == &shapes[0])
-        std::printf("attention fwd+bwd ViT-B (%s): %.1f us: %s the 600 us target (PyTorch SDPA 817 us)\n",
-                    variant_name(v), us, us <= 600 ? "meets" : "MISSES");
+    for (int c = 0; c < configs_of(v); ++c) {
+      if (v == Variant::m32) set_m32_config(c);
+      for (int i = 0; i < kShapes; ++i) {
+        const Shape& s = shapes[i];
+        if (v == Variant::flash_wide && s.d != 64) continue;
+        if (v == Variant::resident && !gpu::attn::resident_forward_supports(s.T, s.d) &&
+            !gpu::attn::resident_backward_supports(s.T, s.d))
+          continue;  // would time the flash kernels again
+        const Times us = time_shape(timer, v, s);
+        if (v == Variant::flash) flash_fwd[i] = us.fwd;
+        if (v == Variant::m32 && (best_m32[i] == 0 || us.fwd < best_m32[i])) {
+          best_m32[i] = us.fwd;
+          best_cfg[i] = c;
+        }
+        if (i == 0)
+          std::printf("attention fwd+bwd ViT-B (%s): %.1f us: %s the 600 us target (PyTorch SDPA 817 us)\n",
+                      label(v, s.T, s.d).c_str(), us.fwd_bwd, us.fwd_bwd <= 600 ? "meets" : "MISSES");
+      }
     }
+  for (int i = 0; i < kShapes; ++i)
+    if (best_m32[i] > 0) {
+      set_m32_config(best_cfg[i]);
+      std::printf("fastest m32 forward %s T%d d%d: %s %.1f us", shapes[i].name, shapes[i].T, shapes[i].d,
+                  label(Variant::m32, shapes[i].T, shapes[i].d).c_str(), best_m32[i]);
+      if (flash_fwd[i] > 0) std::printf(" (flash %.1f us, %.3fx)", flash_fwd[i], flash_fwd[i] / best_m32[i]);
+      std::printf("%s\n", i == 0 ? ", SDPA 174 us" : "");
+    }
+  if (m32_env)
+    setenv("VIT_ATTN_M32_CFG", m32_saved.c_str(), 1);
+  else
+    unsetenv("VIT_ATTN_M32_CFG");
   // Attention dropout at the ViT-B shape, once: the public pairing by default, else the one variant asked for.
   const Variant vd = variants.size() == 1 ? variants[0] : Variant::resident;
-  const double us = time_shape(timer, vd, shapes[0], kDrop);
+  const double us = time_shape(timer, vd, shapes[0], kDrop).fwd_bwd;
   std::printf("attention fwd+bwd ViT-B with attn_drop %.2f (%s backward, %s forward): %.1f us\n", kDrop.p,
               variant_name(vd), vd == Variant::simple ? "simple" : "flash", us);
   return 0;

@@ -1,7 +1,10 @@
 // Attention on the GPU against the CPU reference (run in float on the same bf16-rounded inputs), for every
 // implementation: the simple fp32 kernels, the fused tensor-core kernels (flash), their alternative backward
-// tiling, the re-tiled forward of Variant::fast and the K/V-resident kernels (which run flash on the shapes they do not take: the sweeps cross both
-// sides of every limit, T = 128 | 129, 208 | 209, 256 | 257).
+// tiling, the re-tiled forward of Variant::fast, the K/V-resident kernels (which run flash on the shapes they
+// do not take: the sweeps cross both sides of every limit, T = 128 | 129, 208 | 209, 256 | 257), and the
+// 32-rows-per-warp forward of Variant::m32 in every configuration (VIT_ATTN_M32_CFG, set by the tests; its T
+// sweep crosses its 64- and 128-key blocks and 128- and 256-row query blocks, and T = 577, 1025 run many key
+// blocks with a 1-key tail).
 // Outputs and workspace are poisoned (NaN) before every run, so a row or element never written fails.
 //
 // Tolerances (relative Frobenius error over a whole tensor):
@@ -29,6 +32,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/attention_fwd_m32.h"
 #include "kernels/attention_tiles.cuh"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -158,6 +162,33 @@ void sweep(Variant v, const char* name, int d, uint64_t seed, const AttnDropout&
           worst.dq, " dk ", worst.dk, " dv ", worst.dv);
 }
 
+// Sets VIT_ATTN_M32_CFG for its lifetime (the m32 configuration under test) and restores the old value after.
+class M32ConfigScope {
+ public:
+  explicit M32ConfigScope(const std::string& value) {
+    const char* old = std::getenv(kName);
+    had_ = old != nullptr;
+    if (had_) saved_ = old;
+    setenv(kName, value.c_str(), 1);
+  }
+  explicit M32ConfigScope(int cfg) : M32ConfigScope(std::to_string(cfg)) {}
+  ~M32ConfigScope() {
+    if (had_)
+      setenv(kName, saved_.c_str(), 1);
+    else
+      unsetenv(kName);
+  }
+  M32ConfigScope(const M32ConfigScope&) = delete;
+  M32ConfigScope& operator=(const M32ConfigScope&) = delete;
+
+ private:
+  static constexpr const char* kName = "VIT_ATTN_M32_CFG";
+  bool had_ = false;
+  std::string saved_;
+};
+
+std::string m32_name(int cfg, int d) { return "m32 " + gpu::attn::m32_config_name(cfg, d); }
+
 // Which mask entries a variant's kernels kept, read back exactly (see the header): returns the number of
 // (b, h, i, j) where forward, dV or dQ disagree with attn_mask::keep. Needs T <= d (one-hot rows of length d).
 int64_t mask_mismatches(Variant v, const Case& c, const AttnDropout& dr) {
@@ -240,8 +271,66 @@ TEST_CASE("attention gpu: fast variant (re-tiled forward, resident backward) mat
   for (int d : gpu::attn::kFlashDims) sweep(Variant::fast, "fast", d, 1100 + d);
 }
 
+TEST_CASE("attention gpu: m32 forward, every configuration, matches the CPU reference") {
+  for (int cfg = 0; cfg < gpu::attn::kM32ConfigCount; ++cfg) {
+    const M32ConfigScope scope(cfg);
+    REQUIRE(gpu::attn::m32_config(197, 64) == cfg);
+    for (int d : gpu::attn::kFlashDims) sweep(Variant::m32, m32_name(cfg, d).c_str(), d, 2500 + 10 * cfg + d);
+    // Long rows: many key blocks, tails of 1 key (577 = 9·64 + 1) and of 1 query row past a full CTA.
+    for (const Case c : {Case{1, 577, 2, 64}, Case{1, 1025, 1, 64}, Case{1, 577, 1, 128}, Case{1, 257, 2, 80}})
+      check_errors(run_case(Variant::m32, c, 2600 + cfg + c.T + c.d), m32_name(cfg, c.d).c_str(), c);
+    // Peaked rows: each row's max moves between key blocks and between the softmax steps inside one.
+    for (const Case c : {Case{2, 197, 3, 64}, Case{1, 257, 2, 80}, Case{1, 130, 2, 128}, Case{1, 250, 2, 32}})
+      check_errors(run_case(Variant::m32, c, 2700 + cfg + c.T, 3.f), (m32_name(cfg, c.d) + " peaked").c_str(), c);
+  }
+}
+
+TEST_CASE("attention gpu: VIT_ATTN_M32_CFG selects the m32 configuration and refuses bad values") {
+  {
+    const M32ConfigScope scope("");
+    CHECK(gpu::attn::m32_config(197, 64) == 1);  // the default follows the shape
+    CHECK(gpu::attn::m32_config(577, 64) == 2);
+    CHECK(gpu::attn::m32_config(197, 128) == 2);
+  }
+  for (const char* bad : {"-1", "x", "1x"}) {
+    const M32ConfigScope scope(bad);
+    CHECK_THROWS_AS(gpu::attn::m32_config(197, 64), vit::Error);
+  }
+  const M32ConfigScope scope(std::to_string(gpu::attn::kM32ConfigCount));
+  CHECK_THROWS_AS(gpu::attn::m32_config(197, 64), vit::Error);
+  // The forward itself refuses it too (before launching anything).
+  gpu::DeviceBuffer<bf16> qkv(3 * 64), out(64);
+  gpu::DeviceBuffer<float> lse(1);
+  CHECK_THROWS_AS(gpu::attn::forward(Variant::m32, out.get(), lse.get(), qkv.get(), 1, 1, 1, 64, 0.125f, 0),
+                  vit::Error);
+}
+
+TEST_CASE("attention gpu: m32 with dropout runs the flash forward, bit for bit") {
+  const AttnDropout dr{0.1f, 0xbeef, 3};
+  for (const Case c : {Case{2, 197, 3, 64}, Case{1, 130, 2, 128}}) {
+    const size_t n_qkv = (size_t)c.B * c.T * 3 * c.H * c.d, n_out = (size_t)c.B * c.T * c.H * c.d,
+                 n_stat = (size_t)c.B * c.H * c.T;
+    auto d_qkv = to_device(to_bf(randn_f(n_qkv, 2800 + c.T)));
+    gpu::DeviceBuffer<bf16> out_a(n_out), out_b(n_out);
+    gpu::DeviceBuffer<float> lse_a(n_stat), lse_b(n_stat);
+    out_a.poison();
+    out_b.poison(0x00);
+    lse_a.poison();
+    lse_b.poison(0x00);
+    const float scale = 1.f / std::sqrt((float)c.d);
+    gpu::attn::forward(Variant::flash, out_a.get(), lse_a.get(), d_qkv.get(), c.B, c.T, c.H, c.d, scale, 0, dr);
+    gpu::attn::forward(Variant::m32, out_b.get(), lse_b.get(), d_qkv.get(), c.B, c.T, c.H, c.d, scale, 0, dr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto oa = out_a.download(), ob = out_b.download();
+    const auto la = lse_a.download(), lb = lse_b.download();
+    INFO("B=", c.B, " T=", c.T, " H=", c.H, " d=", c.d);
+    CHECK(std::memcmp(oa.data(), ob.data(), n_out * sizeof(bf16)) == 0);
+    CHECK(std::memcmp(la.data(), lb.data(), n_stat * sizeof(float)) == 0);
+  }
+}
+
 TEST_CASE("attention gpu: long sequences (fused kernels, streaming fallbacks)") {
-  for (Variant v : {Variant::flash, Variant::resident, Variant::fast})
+  for (Variant v : {Variant::flash, Variant::resident, Variant::fast, Variant::m32})
     for (const Case c : {Case{1, 577, 2, 64}, Case{1, 1025, 1, 64}, Case{1, 577, 1, 128}})
       check_errors(run_case(v, c, 800 + c.T + c.d), gpu::attn::variant_name(v), c);
 }
@@ -249,7 +338,7 @@ TEST_CASE("attention gpu: long sequences (fused kernels, streaming fallbacks)") 
 TEST_CASE("attention gpu: peaked softmax rows (online rescaling across key blocks)") {
   // Inputs of std 3: scores of std ~9, so each row's max moves between key blocks and most P are tiny
   // (the resident backward also sees exp(−lse) of padded keys overflow if they were not masked).
-  for (Variant v : {Variant::simple, Variant::flash, Variant::resident, Variant::fast})
+  for (Variant v : {Variant::simple, Variant::flash, Variant::resident, Variant::fast, Variant::m32})
     for (const Case c : {Case{2, 197, 3, 64}, Case{1, 257, 2, 80}, Case{1, 130, 2, 128}, Case{1, 250, 2, 32}})
       check_errors(run_case(v, c, 400 + c.T, 3.f), (std::string(gpu::attn::variant_name(v)) + " peaked").c_str(),
                    c);
@@ -289,11 +378,12 @@ TEST_CASE("attention gpu: dropout, every variant against the CPU reference with 
   sweep(Variant::flash_wide, "flash_wide", 64, 1500, dr);
   for (int d : {32, 64, 80}) sweep(Variant::resident, "resident", d, 1600 + d, dr);  // d = 80: flash backward
   sweep(Variant::fast, "fast", 64, 1764, dr);
+  sweep(Variant::m32, "m32", 64, 1864, dr);  // flash forward, resident backward
 }
 
 TEST_CASE("attention gpu: dropout at a high rate, peaked rows and long sequences") {
   const AttnDropout dr{0.5f, 31337, 2};
-  for (Variant v : {Variant::simple, Variant::flash, Variant::resident, Variant::fast})
+  for (Variant v : {Variant::simple, Variant::flash, Variant::resident, Variant::fast, Variant::m32})
     for (const Case c : {Case{2, 197, 3, 64}, Case{2, 37, 2, 32}, Case{1, 257, 2, 80}, Case{1, 130, 2, 128}}) {
       const std::string name = std::string(gpu::attn::variant_name(v)) + " dropout 0.5";
       check_errors(run_case(v, c, 1800 + c.T, 1.f, false, dr), name.c_str(), c);
@@ -306,7 +396,8 @@ TEST_CASE("attention gpu: dropout at a high rate, peaked rows and long sequences
 
 TEST_CASE("attention gpu: dropout mask read back exactly from out, dV and dQ of every variant") {
   const AttnDropout dr{0.5f, 4242, 13};
-  for (Variant v : {Variant::simple, Variant::flash, Variant::flash_wide, Variant::resident, Variant::fast})
+  for (Variant v :
+       {Variant::simple, Variant::flash, Variant::flash_wide, Variant::resident, Variant::fast, Variant::m32})
     for (const Case c : {Case{2, 37, 3, 64}, Case{1, 64, 2, 64}, Case{2, 31, 2, 32}, Case{1, 127, 2, 128}}) {
       if (v == Variant::flash_wide && c.d != 64) continue;
       INFO(gpu::attn::variant_name(v), " B=", c.B, " T=", c.T, " H=", c.H, " d=", c.d);
