@@ -319,7 +319,7 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
 }  // namespace attn
 
 // Public API: forward and backward pick separately, by measurement on the H100 (2026-11-25, ViT-B B256 H12
-// T197 d64, docs/benchmarks.md runs 4 and 14): forward m32 206 us < flash 216 < resident 233 < fast 244 (and
+// T197 d64, docs/benchmarks.md runs 4, 14, 17): forward m32 193 us < flash 216 < resident 233 < fast 244 (and
 // m32 is 10-30% faster than flash at T577 d64, T257 d80 and d128); backward resident 619-641 us < fast 637 <
 // flash 834. Every variant reads and writes the same out / lse, so they pair freely.
 // VIT_ATTN_VARIANT forces one variant for both; head dims without fused kernels use the simple ones.

@@ -21,11 +21,12 @@ struct M32Traits {
   int min_blocks;  // __launch_bounds__ CTAs per SM: caps registers at 65536 / (32 · warps · min_blocks)
 };
 
-inline constexpr int kM32ConfigCount = 5;
-// The default by shape, from the H100 measurements (docs/benchmarks.md run 14): at d <= 64 with T <= 256 the
-// 3-CTA configuration 1 is fastest (ViT-B B256 T197: 206 us vs 209-239 for the others); longer rows and wider
-// heads favour FA2's tiling, configuration 2 (T577 d64: 147 us vs 170 for cfg 1; T257 d80: 147 us).
-constexpr int m32_default_config(int Tn, int d) { return d <= 64 && Tn <= 256 ? 1 : 2; }
+inline constexpr int kM32ConfigCount = 6;
+// The default by shape, from the H100 measurements (docs/benchmarks.md runs 14 and 17): at d <= 64 with
+// T <= 256 the 4-CTA configuration 5 is fastest (ViT-B B256 T197: 192.7 us; cfg 1 207.7, the others 209-239);
+// longer rows and wider heads favour 128-key blocks, configuration 2 (T577 d64: 145-147 us vs 166 for cfg 5;
+// T257 d80: 147 us; d128: all within 2%).
+constexpr int m32_default_config(int Tn, int d) { return d <= 64 && Tn <= 256 ? 5 : 2; }
 
 // Per head dim, each configuration takes the largest steps that compile without spills under its register cap
 // (ptxas -v in attention_fwd_m32.cu): the O accumulators alone take d registers per thread, so wider heads
@@ -39,6 +40,7 @@ constexpr M32Traits m32_traits(int cfg, int d) {
     case 2: return {4, d <= 80 ? 128 : 64, d == 80 ? 64 : bc, false, 2};  // FA2's: 128-key blocks, Q re-read
     case 3: return {8, 64, d == 80 ? 64 : bc, false, 1};                  // 8 warps (256 query rows) per CTA
     case 4: return {4, d <= 80 ? 128 : 64, bc, d <= 80, 2};               // 128-key blocks, Q in registers
+    case 5: return {4, 64, d <= 64 ? 16 : 32, false, d <= 64 ? 4 : 2};    // cfg 1 at 4 CTAs per SM (128 registers)
     default: return {0, 0, 0, false, 0};
   }
 }

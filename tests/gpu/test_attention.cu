@@ -288,7 +288,7 @@ TEST_CASE("attention gpu: m32 forward, every configuration, matches the CPU refe
 TEST_CASE("attention gpu: VIT_ATTN_M32_CFG selects the m32 configuration and refuses bad values") {
   {
     const M32ConfigScope scope("");
-    CHECK(gpu::attn::m32_config(197, 64) == 1);  // the default follows the shape
+    CHECK(gpu::attn::m32_config(197, 64) == 5);  // the default follows the shape
     CHECK(gpu::attn::m32_config(577, 64) == 2);
     CHECK(gpu::attn::m32_config(197, 128) == 2);
   }
