@@ -213,11 +213,7 @@ class FsdpStore final : public ParamStore<Ops> {
     const int k = u % 2;
     const int64_t s = shard_range_[u].size();
     if (wire_shard_) {
-      wire_read_[k].wait();
-      ops_.grad_to_wire(wire_in_[k], g_slot_[k], padded_[u]);
-      shard_.reduce_scatter(wire_out_[k], wire_in_[k], s, DType::bf16);
-      pending_ = {grad_shard_[u], nullptr, wire_out_[k], s, !fresh_[u], mark(shard_)};
-      wire_read_[k] = pending_.done;
+      reduce_over_wire(shard_, k, g_slot_[k], padded_[u], grad_shard_[u], s, !fresh_[u]);
     } else if (fresh_[u]) {
       shard_.reduce_scatter(grad_shard_[u], g_slot_[k], s, dtype_of<G>());
     } else {
@@ -232,11 +228,11 @@ class FsdpStore final : public ParamStore<Ops> {
   // Called before each micro-batch: the last one reduces no_shard / ZeRO-1 gradients during its backward.
   void begin_micro(int micro, int accum) { reduce_in_backward_ = micro == accum - 1; }
 
+  // Only the buffers backward accumulates into: every gradient shard is overwritten by the step's first
+  // landing (reduce-scatter straight into it, or a pending write), so zeroing it would be a wasted pass.
   void zero_grads() {
-    for (size_t u = 0; u < padded_.size(); ++u) {
+    for (size_t u = 0; u < padded_.size(); ++u)
       if (!full_g_.empty()) ops_.zero(full_g_[u], padded_[u] * sizeof(G));
-      if (!grad_shard_.empty()) ops_.zero(grad_shard_[u], shard_range_[u].size() * sizeof(G));
-    }
     fresh_.assign(padded_.size(), true);
     reduced_.assign(padded_.size(), false);
   }
@@ -345,17 +341,8 @@ class FsdpStore final : public ParamStore<Ops> {
       else c->reduce_scatter(grad_shard_[u], full_g_[u], shard_range_[u].size(), dtype_of<G>());
       return;
     }
-    const int k = u % 2;
-    wire_read_[k].wait();
-    ops_.grad_to_wire(wire_in_[k], full_g_[u], pad);
-    if (no_shard) {
-      c->allreduce(wire_in_[k], pad, DType::bf16);
-      pending_ = {full_g_[u], nullptr, wire_in_[k], pad, false, mark(*c)};
-    } else {
-      c->reduce_scatter(wire_out_[k], wire_in_[k], shard_range_[u].size(), DType::bf16);
-      pending_ = {grad_shard_[u], nullptr, wire_out_[k], shard_range_[u].size(), false, mark(*c)};
-    }
-    wire_read_[k] = pending_.done;
+    if (no_shard) reduce_over_wire(*c, u % 2, full_g_[u], pad, full_g_[u], pad, false);
+    else reduce_over_wire(*c, u % 2, full_g_[u], pad, grad_shard_[u], shard_range_[u].size(), false);
   }
 
   // Sharded strategies with outer groups: the shard group's gradient summed over the groups, all-reduced
@@ -368,16 +355,23 @@ class FsdpStore final : public ParamStore<Ops> {
       else outer_->allreduce(grad_shard_[u], s, dtype_of<G>());
       return;
     }
-    const int k = u % 2;
-    wire_read_[k].wait();
-    ops_.grad_to_wire(wire_in_[k], grad_shard_[u], s);
-    if (outer_shard_) {
-      outer_->reduce_scatter(wire_out_[k], wire_in_[k], piece, DType::bf16);
-      pending_ = {grad_opt_[u], nullptr, wire_out_[k], piece, false, mark(*outer_)};
+    if (outer_shard_) reduce_over_wire(*outer_, u % 2, grad_shard_[u], s, grad_opt_[u], piece, false);
+    else reduce_over_wire(*outer_, u % 2, grad_shard_[u], s, grad_shard_[u], s, false);
+  }
+
+  // bf16 on the wire: src (n_in) cast into wire slot k, summed over c into n_out elements (all-reduce in place
+  // when n_out == n_in, else reduce-scatter), and left pending to be written (or added) into dst in fp32.
+  void reduce_over_wire(Comm& c, int k, const G* src, int64_t n_in, G* dst, int64_t n_out, bool add) {
+    wire_read_[k].wait();  // the collective that last read this slot is done
+    ops_.grad_to_wire(wire_in_[k], src, n_in);
+    const W* landed = wire_in_[k];
+    if (n_out == n_in) {
+      c.allreduce(wire_in_[k], n_in, DType::bf16);
     } else {
-      outer_->allreduce(wire_in_[k], s, DType::bf16);
-      pending_ = {grad_shard_[u], nullptr, wire_in_[k], s, false, mark(*outer_)};
+      c.reduce_scatter(wire_out_[k], wire_in_[k], n_out, DType::bf16);
+      landed = wire_out_[k];
     }
+    pending_ = {dst, nullptr, landed, n_out, add, mark(c)};
     wire_read_[k] = pending_.done;
   }
 
