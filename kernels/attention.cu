@@ -10,6 +10,7 @@
 #include "engine/cuda_check.h"
 #include "kernels/attention.h"
 #include "kernels/attention_fwd_m32.h"
+#include "kernels/attention_fwd_wg.h"
 #include "kernels/attention_tiles.cuh"
 
 namespace vit::gpu {
@@ -256,6 +257,7 @@ const char* variant_name(Variant v) {
     case Variant::resident: return "resident";
     case Variant::fast: return "fast";
     case Variant::m32: return "m32";
+    case Variant::wg: return "wg";
   }
   return "?";
 }
@@ -266,13 +268,13 @@ Variant default_variant(int d) {
     char* end = nullptr;
     const long k = std::strtol(env, &end, 10);
     VIT_REQUIRE(*end == '\0' && k >= 0 && k < kVariantCount, "VIT_ATTN_VARIANT must be 0..", kVariantCount - 1,
-                " (simple, flash, flash_wide, resident, fast, m32), not '", env, "'");
+                " (simple, flash, flash_wide, resident, fast, m32, wg), not '", env, "'");
     v = static_cast<Variant>(k);
   }
   return flash_supports(d) ? v : Variant::simple;
 }
 
-// With dropout the resident, fast and m32 forwards give way to flash (their kernels have no mask); every
+// With dropout the resident, fast, m32 and wg forwards give way to flash (their kernels have no mask); every
 // backward and the simple and flash forwards take it.
 void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
              cudaStream_t stream, const AttnDropout& drop) {
@@ -286,7 +288,9 @@ void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, i
       resident_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
     else if (v == Variant::fast && !mk.on)
       fast_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
-    else if (v == Variant::m32 && !mk.on)
+    else if (v == Variant::wg && !mk.on && wg_forward_supports(Tn, d))
+      wg_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
+    else if ((v == Variant::m32 || v == Variant::wg) && !mk.on)
       m32_forward(out, lse, qkv, B, Tn, H, d, scale, m32_config(Tn, d), stream);
     else
       flash_forward(out, lse, qkv, B, Tn, H, d, scale, mk, stream);
@@ -307,7 +311,8 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
     VIT_REQUIRE(flash_supports(d), "attention: the fused kernels are built for head dims 32, 64, 80, 96, 128, not ", d);
     VIT_REQUIRE(aligned16(dqkv) && aligned16(dout) && aligned16(qkv) && aligned16(out),
                 "attention: qkv, out, dout and dqkv must be 16-byte aligned");
-    if ((v == Variant::resident || v == Variant::fast || v == Variant::m32) && resident_backward_supports(Tn, d))
+    if ((v == Variant::resident || v == Variant::fast || v == Variant::m32 || v == Variant::wg) &&
+        resident_backward_supports(Tn, d))
       resident_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, mk, stream);  // needs no workspace
     else
       flash_backward(v, dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, mk, Dws, stream);
@@ -324,14 +329,16 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
 // flash 834. Every variant reads and writes the same out / lse, so they pair freely.
 // VIT_ATTN_VARIANT forces one variant for both; head dims without fused kernels use the simple ones.
 // Attention dropout keeps this pairing (flash forward, resident backward where it applies).
-// kPublicForward is the forward run when VIT_ATTN_VARIANT is unset (with dropout m32 hands over to flash).
-constexpr attn::Variant kPublicForward = attn::Variant::m32;
+// public_forward is the forward run when VIT_ATTN_VARIANT is unset (with dropout both hand over to flash): the
+// wgmma forward beats m32 from T = 577 on (134 vs 148-155 us at ViT-B/16-384, session 3) but not at T = 197
+// (198 vs 193 us), where it spends a quarter of its 64-row CTAs on 5 rows.
+constexpr attn::Variant public_forward(int Tn) { return Tn > 256 ? attn::Variant::wg : attn::Variant::m32; }
 
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
                        cudaStream_t stream, const AttnDropout& drop) {
   attn::Variant v = attn::default_variant(d);
   const char* env = std::getenv("VIT_ATTN_VARIANT");
-  if (v == attn::Variant::resident && (env == nullptr || *env == '\0')) v = kPublicForward;
+  if (v == attn::Variant::resident && (env == nullptr || *env == '\0')) v = public_forward(Tn);
   attn::forward(v, out, lse, qkv, B, Tn, H, d, scale, stream, drop);
 }
 

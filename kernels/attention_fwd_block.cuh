@@ -60,12 +60,10 @@ __device__ __forceinline__ void fwd_block(const uint32_t (&qreg)[D / 16][4], con
   }
   float corr[2], msc[2], rs[2] = {0.f, 0.f};
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    mx[r] = quad_max(mx[r]);                        // finite: every block has a real key
-    corr[r] = fast_exp2((m_run[r] - mx[r]) * sl2);  // 0 on the first block (m_run = -inf)
-    m_run[r] = mx[r];
-    msc[r] = mx[r] * sl2;
-  }
+  for (int r = 0; r < 2; ++r) mx[r] = quad_max(mx[r]);  // finite: every block has a real key
+  const bool rescale = stale_max_update(m_run, mx, sl2, corr);  // the max moves only when it grew by > 2^8
+#pragma unroll
+  for (int r = 0; r < 2; ++r) msc[r] = m_run[r] * sl2;
 #pragma unroll
   for (int n = 0; n < BN / 8; ++n) {
     if (kFull || n * 8 < kv_valid) {
@@ -85,15 +83,19 @@ __device__ __forceinline__ void fwd_block(const uint32_t (&qreg)[D / 16][4], con
       s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
     }
   }
+  if (rescale) {
 #pragma unroll
-  for (int r = 0; r < 2; ++r) l_run[r] = l_run[r] * corr[r] + rs[r];
+    for (int r = 0; r < 2; ++r) l_run[r] *= corr[r];
 #pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    o[n][0] *= corr[0];
-    o[n][1] *= corr[0];
-    o[n][2] *= corr[1];
-    o[n][3] *= corr[1];
+    for (int n = 0; n < D / 8; ++n) {
+      o[n][0] *= corr[0];
+      o[n][1] *= corr[0];
+      o[n][2] *= corr[1];
+      o[n][3] *= corr[1];
+    }
   }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) l_run[r] += rs[r];
 
   // O += P V: k runs over the block's keys in 16-key slices.
 #pragma unroll

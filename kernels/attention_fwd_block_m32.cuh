@@ -61,7 +61,8 @@ __device__ __forceinline__ void fwd_block_m32(const uint32_t (&qreg)[KMT][D / 16
           if (n * 8 + 2 * t + (e & 1) >= kv_valid) s[mt][n][e] = -INFINITY;
   }
 
-  // Online softmax per tile: new running max, rescale factor for what was accumulated, P = exp(scale·(S − max)).
+  // Online softmax per tile (stale_max_update: the running max moves, and what was accumulated is rescaled,
+  // only when a row's max grew by more than 2^8), P = exp(scale·(S − running max)).
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
     float mx[2] = {m_run[mt][0], m_run[mt][1]};
@@ -72,12 +73,10 @@ __device__ __forceinline__ void fwd_block_m32(const uint32_t (&qreg)[KMT][D / 16
     }
     float corr[2], msc[2], rs[2] = {0.f, 0.f};
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      mx[r] = quad_max(mx[r]);                            // finite: every block has a real key
-      corr[r] = fast_exp2((m_run[mt][r] - mx[r]) * sl2);  // 0 on the first block (m_run = -inf)
-      m_run[mt][r] = mx[r];
-      msc[r] = mx[r] * sl2;
-    }
+    for (int r = 0; r < 2; ++r) mx[r] = quad_max(mx[r]);  // finite: every block has a real key
+    const bool rescale = stale_max_update(m_run[mt], mx, sl2, corr);
+#pragma unroll
+    for (int r = 0; r < 2; ++r) msc[r] = m_run[mt][r] * sl2;
 #pragma unroll
     for (int n = 0; n < BN / 8; ++n) {
       if (kFull || n * 8 < kv_valid) {
@@ -91,15 +90,19 @@ __device__ __forceinline__ void fwd_block_m32(const uint32_t (&qreg)[KMT][D / 16
         s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
       }
     }
+    if (rescale) {
 #pragma unroll
-    for (int r = 0; r < 2; ++r) l_run[mt][r] = l_run[mt][r] * corr[r] + rs[r];
+      for (int r = 0; r < 2; ++r) l_run[mt][r] *= corr[r];
 #pragma unroll
-    for (int n = 0; n < D / 8; ++n) {
-      o[mt][n][0] *= corr[0];
-      o[mt][n][1] *= corr[0];
-      o[mt][n][2] *= corr[1];
-      o[mt][n][3] *= corr[1];
+      for (int n = 0; n < D / 8; ++n) {
+        o[mt][n][0] *= corr[0];
+        o[mt][n][1] *= corr[0];
+        o[mt][n][2] *= corr[1];
+        o[mt][n][3] *= corr[1];
+      }
     }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) l_run[mt][r] += rs[r];
   }
 
   // O += P V: k runs over the block's keys in 16-key slices; each V fragment feeds the MT tiles.

@@ -33,8 +33,11 @@ enum class Variant : int {
                    // key block; attention_fwd_fast.cu); backward: resident where it applies, else flash
   m32 = 5,         // forward: 32 query rows per warp, FlashAttention-2's tiling, in the configuration that
                    // VIT_ATTN_M32_CFG picks (attention_fwd_m32.h); backward as fast
+  wg = 6,          // forward: Hopper warpgroup MMA (wgmma, attention_fwd_wg.cu) where wg_forward_supports (d = 64
+                   // on a compute capability 9.0 device; VIT_ATTN_WG_CFG picks the configuration), else m32;
+                   // backward as fast
 };
-inline constexpr int kVariantCount = 6;
+inline constexpr int kVariantCount = 7;
 const char* variant_name(Variant v);
 
 inline constexpr int kFlashDims[] = {32, 64, 80, 96, 128};
@@ -44,7 +47,7 @@ constexpr bool flash_supports(int d) {
   return false;
 }
 
-// What the public API runs for head dim d: VIT_ATTN_VARIANT=N (0..5) in the environment forces variant N
+// What the public API runs for head dim d: VIT_ATTN_VARIANT=N (0..6) in the environment forces variant N
 // (a fused one where d has no fused kernel falls back to simple), else the fastest measured one.
 Variant default_variant(int d);
 
@@ -239,6 +242,26 @@ __device__ __forceinline__ float warp_sum(float x) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
   return x;
+}
+
+// Online softmax with a stale running max (FlashAttention-4's conditional rescaling). A lane holds rows g and
+// g + 8: m_run[r] is the max its P = 2^(sl2·(s − m_run)) and l are taken against, mx[r] the row max up to and
+// including the new block. The accumulated O and l need rescaling only when m_run moves; it moves only when a
+// row's max grew by more than kMaxGrowthLog2 in the exp2 domain (always on the first block, m_run = −inf), so
+// P <= 2^kMaxGrowthLog2 (exact in bf16's exponent range, and fp32 sums stay far from overflow) and the end result
+// O / l, lse = scale·m_run + ln l is the same function. Warp-uniform: returns false, with nothing to do, unless
+// some row of the warp moved; otherwise sets corr (1 for the rows that kept their max) and m_run.
+inline constexpr float kMaxGrowthLog2 = 8.f;
+__device__ __forceinline__ bool stale_max_update(float (&m_run)[2], const float (&mx)[2], float sl2,
+                                                 float (&corr)[2]) {
+  const bool grow0 = (mx[0] - m_run[0]) * sl2 > kMaxGrowthLog2;
+  const bool grow1 = (mx[1] - m_run[1]) * sl2 > kMaxGrowthLog2;
+  if (!__any_sync(0xffffffffu, grow0 || grow1)) return false;
+  corr[0] = grow0 ? fast_exp2((m_run[0] - mx[0]) * sl2) : 1.f;  // 0 on the first block (m_run = −inf)
+  corr[1] = grow1 ? fast_exp2((m_run[1] - mx[1]) * sl2) : 1.f;
+  if (grow0) m_run[0] = mx[0];
+  if (grow1) m_run[1] = mx[1];
+  return true;
 }
 
 // ---- attention dropout in the fragment layouts ----

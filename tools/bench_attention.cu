@@ -7,7 +7,9 @@
 //                                re-tiled forward with the resident backward where it applies)
 //                                and m32 (5: 32 query rows per warp), once per configuration of its forward
 //                                (VIT_ATTN_M32_CFG, set here for each), ending with the fastest per shape
-//   bench_attention --variant N  one implementation: 0 simple, 1 flash, 2 flash_wide, 3 resident, 4 fast, 5 m32
+//                                and wg (6: the Hopper wgmma forward, attention_fwd_wg.cu, where it applies)
+//   bench_attention --variant N  one implementation: 0 simple, 1 flash, 2 flash_wide, 3 resident, 4 fast, 5 m32,
+//                                6 wg
 // It also prints which variant the public API (gpu::attention_*) runs: VIT_ATTN_VARIANT=N forces one.
 // Attention dropout: every variant is also checked with p = 0.1 (CPU reference with the same mask), and one
 // more row times the ViT-B shape with p = 0.1 (by default with the resident variant, whose forward gives way
@@ -22,6 +24,7 @@
 #include "engine/rng.h"
 #include "kernels/attention.h"
 #include "kernels/attention_fwd_m32.h"
+#include "kernels/attention_fwd_wg.h"
 #include "kernels/attention_tiles.cuh"
 #include "tests/gpu/gpu_test_util.h"
 #include "tools/bench_util.h"
@@ -45,7 +48,9 @@ __global__ void fill_uniform(bf16* x, size_t n, uint64_t seed, float a) {
 
 // The name a variant is reported under: m32 with the configuration it runs at (T, d) and its tiling.
 std::string label(Variant v, int T, int d) {
-  if (v != Variant::m32) return variant_name(v);
+  if (v == Variant::wg && gpu::attn::wg_forward_supports(T, d))
+    return "wg " + gpu::attn::wg_config_name(gpu::attn::wg_config(T, d));
+  if (v != Variant::m32 && v != Variant::wg) return variant_name(v);
   return "m32 " + gpu::attn::m32_config_name(gpu::attn::m32_config(T, d), d);
 }
 
@@ -137,15 +142,16 @@ constexpr AttnDropout kDrop{0.1f, 12345, 7};  // the p = 0.1 checks and timing r
 
 int run(int argc, char** argv) {
   std::vector<Variant> variants = {Variant::flash, Variant::flash_wide, Variant::resident, Variant::fast,
-                                   Variant::m32};
+                                   Variant::m32,   Variant::wg};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--variant") == 0 && i + 1 < argc) {
       const int k = std::atoi(argv[++i]);
       VIT_REQUIRE(k >= 0 && k < gpu::attn::kVariantCount,
-                  "--variant takes 0 (simple), 1 (flash), 2 (flash_wide), 3 (resident), 4 (fast) or 5 (m32), not ", k);
+                  "--variant takes 0 (simple), 1 (flash), 2 (flash_wide), 3 (resident), 4 (fast), 5 (m32) or 6 (wg), not ",
+                  k);
       variants = {static_cast<Variant>(k)};
     } else {
-      vit::fail("usage: bench_attention [--variant 0|1|2|3|4|5]");
+      vit::fail("usage: bench_attention [--variant 0|1|2|3|4|5|6]");
     }
   }
   cudaDeviceProp prop{};
@@ -174,9 +180,9 @@ int run(int argc, char** argv) {
         if (v == Variant::flash_wide && d != 64) continue;  // same kernels as flash there
         ok = check(v, 2, 197, 3, d) && ok;
         ok = check(v, 1, 5, 2, d) && ok;
-        if (v == Variant::resident || v == Variant::fast || v == Variant::m32)
+        if (v == Variant::resident || v == Variant::fast || v == Variant::m32 || v == Variant::wg)
           ok = check(v, 1, 250, 2, d) && ok;  // 16-warp backward
-        if (v == Variant::m32) ok = check(v, 1, 577, 2, d) && ok;  // long rows: many key blocks, a 1-key tail
+        if (v == Variant::m32 || v == Variant::wg) ok = check(v, 1, 577, 2, d) && ok;  // long rows: many key blocks, a 1-key tail
         ok = check(v, 2, 197, 3, d, kDrop) && ok;
       }
     }
@@ -187,6 +193,8 @@ int run(int argc, char** argv) {
 
   const Shape shapes[] = {{"ViT-B/16-224", 256, 197, 12, 64},
                           {"ViT-B/16-384", 32, 577, 12, 64},
+                          {"ViT-B/14-224", 128, 257, 12, 64},
+                          {"ViT-B/16-320", 64, 401, 12, 64},
                           {"ViT-H/14-224", 64, 257, 16, 80},
                           {"d128", 64, 257, 8, 128}};
   constexpr int kShapes = sizeof shapes / sizeof shapes[0];
@@ -199,6 +207,7 @@ int run(int argc, char** argv) {
       for (int i = 0; i < kShapes; ++i) {
         const Shape& s = shapes[i];
         if (v == Variant::flash_wide && s.d != 64) continue;
+        if (v == Variant::wg && !gpu::attn::wg_forward_supports(s.T, s.d)) continue;  // m32's kernels again
         if (v == Variant::resident && !gpu::attn::resident_forward_supports(s.T, s.d) &&
             !gpu::attn::resident_backward_supports(s.T, s.d))
           continue;  // would time the flash kernels again

@@ -4,7 +4,8 @@
 // do not take: the sweeps cross both sides of every limit, T = 128 | 129, 208 | 209, 256 | 257), and the
 // 32-rows-per-warp forward of Variant::m32 in every configuration (VIT_ATTN_M32_CFG, set by the tests; its T
 // sweep crosses its 64- and 128-key blocks and 128- and 256-row query blocks, and T = 577, 1025 run many key
-// blocks with a 1-key tail).
+// blocks with a 1-key tail), and Variant::wg (the wgmma forward at d = 64, whose own layout probes and
+// configuration sweeps are in test_attention_wg.cu).
 // Outputs and workspace are poisoned (NaN) before every run, so a row or element never written fails.
 //
 // Tolerances (relative Frobenius error over a whole tensor):
@@ -330,7 +331,7 @@ TEST_CASE("attention gpu: m32 with dropout runs the flash forward, bit for bit")
 }
 
 TEST_CASE("attention gpu: long sequences (fused kernels, streaming fallbacks)") {
-  for (Variant v : {Variant::flash, Variant::resident, Variant::fast, Variant::m32})
+  for (Variant v : {Variant::flash, Variant::resident, Variant::fast, Variant::m32, Variant::wg})
     for (const Case c : {Case{1, 577, 2, 64}, Case{1, 1025, 1, 64}, Case{1, 577, 1, 128}})
       check_errors(run_case(v, c, 800 + c.T + c.d), gpu::attn::variant_name(v), c);
 }
@@ -338,7 +339,7 @@ TEST_CASE("attention gpu: long sequences (fused kernels, streaming fallbacks)") 
 TEST_CASE("attention gpu: peaked softmax rows (online rescaling across key blocks)") {
   // Inputs of std 3: scores of std ~9, so each row's max moves between key blocks and most P are tiny
   // (the resident backward also sees exp(−lse) of padded keys overflow if they were not masked).
-  for (Variant v : {Variant::simple, Variant::flash, Variant::resident, Variant::fast, Variant::m32})
+  for (Variant v : {Variant::simple, Variant::flash, Variant::resident, Variant::fast, Variant::m32, Variant::wg})
     for (const Case c : {Case{2, 197, 3, 64}, Case{1, 257, 2, 80}, Case{1, 130, 2, 128}, Case{1, 250, 2, 32}})
       check_errors(run_case(v, c, 400 + c.T, 3.f), (std::string(gpu::attn::variant_name(v)) + " peaked").c_str(),
                    c);
@@ -362,11 +363,17 @@ TEST_CASE("attention gpu: VIT_ATTN_VARIANT forces the public API's variant") {
     setenv("VIT_ATTN_VARIANT", saved.c_str(), 1);
   else
     unsetenv("VIT_ATTN_VARIANT");
-  MESSAGE("public API default variant at d = 64: ", gpu::attn::variant_name(gpu::attn::default_variant(64)));
+  MESSAGE("public API default variant at d = 64: ",
+          std::string(gpu::attn::variant_name(gpu::attn::default_variant(64))));
+}
+
+TEST_CASE("attention gpu: wg variant (wgmma forward at d = 64, m32 elsewhere; resident backward)") {
+  for (int d : gpu::attn::kFlashDims) sweep(Variant::wg, "wg", d, 3300 + d);
 }
 
 TEST_CASE("attention gpu: public API dispatches and handles many (b, h)") {
-  for (const Case c : {Case{3, 197, 5, 64}, Case{2, 50, 4, 40}})  // fused path, then the simple fallback
+  // m32 forward, wg forward (T > 256), then the simple fallback
+  for (const Case c : {Case{3, 197, 5, 64}, Case{2, 300, 3, 64}, Case{2, 50, 4, 40}})
     check_errors(run_case(Variant::flash, c, 500 + c.d, 1.f, true), "public api", c);
 }
 
@@ -379,11 +386,12 @@ TEST_CASE("attention gpu: dropout, every variant against the CPU reference with 
   for (int d : {32, 64, 80}) sweep(Variant::resident, "resident", d, 1600 + d, dr);  // d = 80: flash backward
   sweep(Variant::fast, "fast", 64, 1764, dr);
   sweep(Variant::m32, "m32", 64, 1864, dr);  // flash forward, resident backward
+  sweep(Variant::wg, "wg", 64, 1964, dr);    // the same
 }
 
 TEST_CASE("attention gpu: dropout at a high rate, peaked rows and long sequences") {
   const AttnDropout dr{0.5f, 31337, 2};
-  for (Variant v : {Variant::simple, Variant::flash, Variant::resident, Variant::fast, Variant::m32})
+  for (Variant v : {Variant::simple, Variant::flash, Variant::resident, Variant::fast, Variant::m32, Variant::wg})
     for (const Case c : {Case{2, 197, 3, 64}, Case{2, 37, 2, 32}, Case{1, 257, 2, 80}, Case{1, 130, 2, 128}}) {
       const std::string name = std::string(gpu::attn::variant_name(v)) + " dropout 0.5";
       check_errors(run_case(v, c, 1800 + c.T, 1.f, false, dr), name.c_str(), c);
@@ -397,7 +405,8 @@ TEST_CASE("attention gpu: dropout at a high rate, peaked rows and long sequences
 TEST_CASE("attention gpu: dropout mask read back exactly from out, dV and dQ of every variant") {
   const AttnDropout dr{0.5f, 4242, 13};
   for (Variant v :
-       {Variant::simple, Variant::flash, Variant::flash_wide, Variant::resident, Variant::fast, Variant::m32})
+       {Variant::simple, Variant::flash, Variant::flash_wide, Variant::resident, Variant::fast, Variant::m32,
+        Variant::wg})
     for (const Case c : {Case{2, 37, 3, 64}, Case{1, 64, 2, 64}, Case{2, 31, 2, 32}, Case{1, 127, 2, 128}}) {
       if (v == Variant::flash_wide && c.d != 64) continue;
       INFO(gpu::attn::variant_name(v), " B=", c.B, " T=", c.T, " H=", c.H, " d=", c.d);
