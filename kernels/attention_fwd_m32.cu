@@ -17,7 +17,7 @@
 //   d = 32:  cfg0 <4,64,64,reg,2> 184   cfg1 <4,64,16,smem,3> 103   cfg2 <4,128,64,smem,2> 168
 //            cfg3 <8,64,64,smem,1> 168  cfg4 <4,128,64,reg,2> 184
 //   d = 64:  cfg0 240   cfg1 147   cfg2 232   cfg3 224   cfg4 247
-//            cfg5 <4,64,16,smem,4> 128 with a 4-byte spill (16 bytes reloaded): the price of a fourth CTA per SM
+//            cfg5 <4,64,16,smem,4> 128 with a 16-byte spill (28 bytes reloaded): the price of a fourth CTA per SM
 //   d = 80:  cfg0 <4,64,32,reg> 236     cfg1 <4,64,32,smem,2> 199   cfg2 <4,128,64,smem> 255   cfg3 234
 //            cfg4 <4,128,32,reg> 236
 //   d = 96:  cfg0 = cfg1 = cfg2 = cfg4 <4,64,32,smem,2> 228          cfg3 <8,64,32,smem,1> 225

@@ -56,6 +56,7 @@ fi
 if has attn; then
   timeout 300 "$BIN/bench_attention" 2>&1 | tee "$LOG/bench_attention.log" | grep -E "BENCH|default|target|FAIL|error" | head -40
   grep -E "BENCH|default|target" "$LOG/bench_attention.log" >> "$SUMMARY"
+  PYTHONUNBUFFERED=1 timeout 300 python3 tools/anchor_sdpa_shapes.py 2>&1 | grep SDPA | tee -a "$SUMMARY"
   for v in default 1 3; do
     if [ "$v" = default ]; then unset VIT_ATTN_VARIANT; else export VIT_ATTN_VARIANT=$v; fi
     timeout 300 "$BIN/bench_train" configs/vit_base.toml model.drop_path_rate=0 training.label_smoothing=0 \
