@@ -330,8 +330,9 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
 // VIT_ATTN_VARIANT forces one variant for both; head dims without fused kernels use the simple ones.
 // Attention dropout keeps this pairing (flash forward, resident backward where it applies).
 // public_forward is the forward run when VIT_ATTN_VARIANT is unset (with dropout both hand over to flash): the
-// wgmma forward beats m32 from T = 577 on (134 vs 148-155 us at ViT-B/16-384, session 3) but not at T = 197
-// (198 vs 193 us), where it spends a quarter of its 64-row CTAs on 5 rows.
+// wgmma forward beats m32 from T = 257 on (d = 64: T257 150 vs 164 us, T401 141 vs 171, T577 134-137 vs 146-155;
+// docs/benchmarks.md runs 22-26) but not at T = 197 (195-199 vs 191-194), where a quarter of its 64-row CTAs
+// hold 5 rows.
 constexpr attn::Variant public_forward(int Tn) { return Tn > 256 ? attn::Variant::wg : attn::Variant::m32; }
 
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
