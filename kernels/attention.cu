@@ -324,22 +324,23 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
 }  // namespace attn
 
 // Public API: forward and backward pick separately, by measurement on the H100 (2026-11-25, ViT-B B256 H12
-// T197 d64, docs/benchmarks.md runs 4, 14, 17): forward m32 193 us < flash 216 < resident 233 < fast 244 (and
-// m32 is 10-30% faster than flash at T577 d64, T257 d80 and d128); backward resident 619-641 us < fast 637 <
-// flash 834. Every variant reads and writes the same out / lse, so they pair freely.
+// T197 d64, docs/benchmarks.md runs 4, 14, 17, 31): forward wg 173 us < m32 193 < flash 216 < resident 233 <
+// fast 244 (and m32 is 10-30% faster than flash at T257 d80 and d128, where wg does not apply); backward
+// resident 619-643 us < fast 637 < flash 834. Every variant reads and writes the same out / lse, so they pair
+// freely.
 // VIT_ATTN_VARIANT forces one variant for both; head dims without fused kernels use the simple ones.
 // Attention dropout keeps this pairing (flash forward, resident backward where it applies).
-// public_forward is the forward run when VIT_ATTN_VARIANT is unset (with dropout both hand over to flash): the
-// wgmma forward beats m32 from T = 257 on (d = 64: T257 150 vs 164 us, T401 141 vs 171, T577 134-137 vs 146-155;
-// docs/benchmarks.md runs 22-26) but not at T = 197 (195-199 vs 191-194), where a quarter of its 64-row CTAs
-// hold 5 rows.
-constexpr attn::Variant public_forward(int Tn) { return Tn > 256 ? attn::Variant::wg : attn::Variant::m32; }
+// public_forward is the forward run when VIT_ATTN_VARIANT is unset (with dropout it hands over to flash): the
+// wgmma forward with its copy-engine loads beats m32 at every measured d = 64 shape (T197 173 vs 194 us, T257
+// 130 vs 164, T401 126 vs 171, T577 121 vs 156; docs/benchmarks.md runs 24-31); where it does not apply (other head
+// dims, a build without sm_90a) Variant::wg runs m32.
+constexpr attn::Variant public_forward() { return attn::Variant::wg; }
 
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
                        cudaStream_t stream, const AttnDropout& drop) {
   attn::Variant v = attn::default_variant(d);
   const char* env = std::getenv("VIT_ATTN_VARIANT");
-  if (v == attn::Variant::resident && (env == nullptr || *env == '\0')) v = public_forward(Tn);
+  if (v == attn::Variant::resident && (env == nullptr || *env == '\0')) v = public_forward();
   attn::forward(v, out, lse, qkv, B, Tn, H, d, scale, stream, drop);
 }
 

@@ -7,12 +7,13 @@
 // Design (one CTA per (b, h, block of 64·wg query rows); query block fastest, so the CTAs of one (b, h) run
 // together and share K/V in L2):
 //   - Q (64 rows per warpgroup) is copied once, K and V stream in blocks of bn keys through two shared-memory
-//     buffers with cp.async (16-byte pieces, zero-filled past T), written already in the 128-byte swizzle the
-//     wgmma descriptors describe (kernels/wgmma.cuh items 2-5). One __syncthreads per block publishes block j
-//     (each thread first waits for its copies and runs fence.proxy.async: wgmma reads through the async proxy,
-//     and the ISA documents no async-proxy path for non-bulk cp.async, so its writes are treated as
-//     generic-proxy writes, item 6) and frees block j−1's buffer, into which block j+1 is then copied while
-//     block j is computed.
+//     buffers, all by the tensor memory accelerator (cp.async.bulk.tensor from a 2-D tensor map over qkv,
+//     issued by one thread, completing on one mbarrier per buffer) in the 128-byte swizzle the wgmma
+//     descriptors describe (kernels/wgmma.cuh items 2-5). Its writes are async-proxy writes, which wgmma reads
+//     once the barrier phase completes. The __syncthreads at the top of block j frees block j−1's buffer, into
+//     which block j+1 is then copied while block j is computed. Until session 3 every thread copied its
+//     16-byte pieces with cp.async: at T = 197 those copy instructions were a fifth of an issue-bound kernel's
+//     (docs/benchmarks.md run 30), and the copy engine took the forward from 198 to 173 us (run 31).
 //   - S = Q Kᵀ: D/16 wgmma m64n{bn}k16 with A = Q and B = K both from shared memory, K-major (Q and K rows are
 //     [token][d], d contiguous: the k dimension of this product), imm-trans 0. The first k-step has
 //     scale-d = 0, so S needs no zeroing.
@@ -21,7 +22,8 @@
 //     past T (last block only) get −inf, and 8-key column blocks wholly past T skip their exps.
 //   - O += P V: P packed to bf16 is exactly the register A fragment (item 1), B = V [key][d] from shared
 //     memory, which is MN-major for this product (k = key, n = d contiguous): imm-trans-b = 1 (item 5).
-//     16-key slices wholly past T are skipped (their P is 0 and their V rows are zero-filled anyway).
+//     16-key slices wholly past T are skipped (their P is 0; the V rows past T that a partial slice reads are
+//     the next batch's tokens or zeros, finite either way).
 //   - Each product is one commit group waited on at once (wait_group 0): the overlap comes from the other
 //     CTAs on the SM (4 or 5 per SM in configurations 0 and 4), not from FA3's intra-warpgroup pipelining
 //     (issuing S_{j+1} before the softmax of block j), which needs K copied one block further ahead than V and
@@ -29,8 +31,8 @@
 //   - Epilogue: O / l in bf16 goes through the warpgroup's own Q tile (after a barrier: every wgmma that read it
 //     has completed), swizzled so the fragment writes are free of bank conflicts, then leaves in 16-byte
 //     row-contiguous stores; lse = scale·m + ln l per row.
-// Query rows past T are zero-filled, computed and never stored; a warpgroup whose 64 rows all lie past T only
-// helps with the copies and barriers.
+// Query rows past T (the next batch's tokens, or zeros past the tensor's end) are computed and never stored; a
+// warpgroup whose 64 rows all lie past T only takes part in the barriers.
 //
 // Descriptors (derivations in kernels/wgmma.cuh; the swizzle needs every tile 1024-byte aligned, so the
 // dynamic shared-memory window is rounded up to 1024 with 1 KB of slack):
@@ -41,14 +43,14 @@
 //
 // Registers (ptxas -v, sm_90a, CUDA 13.0), d = 64, none with ptxas's C7520 "wgmma serialized" warning
 // (configurations <warpgroups, bn, CTAs per SM> in attention_fwd_wg.h):
-//   cfg0 <1, 64, 4> 110   cfg1 <2, 64, 2> 110   cfg2 <3, 64, 1> 110   cfg3 <1, 128, 3> 148, all without spills;
-//   cfg4 <1, 64, 5> 96 with 28 bytes spilled: copy addresses, about 6 L1 reloads per key block. Without the exp
-//   skip of the ragged last block it fits 96 registers exactly; the skip saves about a fifth of all exps at
-//   T = 197 (7 of the last block's 8 column blocks), which is worth more.
+//   cfg0 <1, 64, 4> 97   cfg1 <2, 64, 2> 97   cfg2 <3, 64, 1> 97   cfg3 <1, 128, 3> 133   cfg4 <1, 64, 5> 96,
+//   none spilling (with per-thread cp.async copies cfg4 spilled 28 bytes of copy addresses).
 // The SASS holds HGMMA.64x{64,128}x16.F32.BF16 (S: gdesc A and B, the first k-step "RZ, !UPT"; P V: register A,
 // gdesc B with .tnspB), each group closed by WARPGROUP.DEPBAR.LE gsb0, 0x0.
 // What it took: the P V k-steps of a ragged last block are a separate straight-line sequence per count
 // (pv_dispatch); wgmmas under a run-time condition made ptxas serialize every wgmma of the kernel.
+#include <cuda.h>  // CUtensorMap and its enums (the encoder comes through cudaGetDriverEntryPointByVersion)
+
 #include <cstdlib>
 #include <string>
 #include <type_traits>
@@ -76,46 +78,38 @@ struct WgCfg {
   static constexpr int kBM = 64 * kWG;                             // query rows per CTA
   static constexpr int kQTile = 64 * D * 2;                        // bytes of one warpgroup's Q rows
   static constexpr int kKVTile = kBN * D * 2;                      // bytes of one K (or V) block
-  static constexpr int kSmem = kWG * kQTile + 4 * kKVTile + 1024;  // + slack for the 1024-byte alignment
+  // + 3 mbarriers + slack for the 1024-byte alignment
+  static constexpr int kSmem = kWG * kQTile + 4 * kKVTile + 64 + 1024;
 };
 
-// 16-byte global -> shared copy to a shared-space address; valid == false reads nothing and writes zeros.
-__device__ __forceinline__ void cp_async_16s(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+// ---- copies by the tensor memory accelerator: one thread moves each tile with cp.async.bulk.tensor ----
+// The copy engine writes a 64-column box in the same 128-byte swizzle (CU_TENSOR_MAP_SWIZZLE_128B on a
+// 1024-byte-aligned destination) that sw128_offset describes, and completes on an mbarrier with the byte count
+// announced by expect_tx: no per-thread copy instructions, and its writes are async-proxy writes that wgmma may
+// read once the barrier phase completes (no fence.proxy.async).
+__device__ __forceinline__ void mbar_init(uint32_t bar) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar) : "memory");
 }
-
-// This thread's part of copying ROWS rows of D bf16 (row r at src + r·ld) into swizzled tiles of TR rows each
-// (tile r / TR at dst + (r / TR)·TR·D·2 bytes): 16-byte chunk kc of rows r0, r0 + kRS, ... One pointer walks
-// down the rows (few registers live across the main loop). kRS is a multiple of 8, so a thread's rows share
-// their swizzle phase r % 8 and its shared offsets are constants apart. Rows >= valid are zero-filled and not
-// read. kTwo: also copy the rows at src + v_off to dst_v (V next to K, same offsets).
-template <int ROWS, int TR, int D, int NT>
-struct TileCopy {
-  static constexpr int kCP = D / 8;  // chunks per row
-  static constexpr int kRS = NT / kCP;
-  static_assert(NT % kCP == 0 && kRS % 8 == 0 && ROWS % TR == 0 && TR % 8 == 0, "copy tiling");
-  int r0, kc;
-  __device__ __forceinline__ explicit TileCopy(int tid) : r0(tid / kCP), kc(tid % kCP) {}
-  template <bool kTwo>
-  __device__ __forceinline__ void run(uint32_t dst, uint32_t dst_v, const bf16* src, i64 v_off, i64 ld,
-                                      int valid) const {
-    const bf16* p = src + (i64)r0 * ld + kc * 8;
-    const i64 step = (i64)kRS * ld;
-    const int left = valid - r0;
-#pragma unroll
-    for (int i = 0; i < (ROWS + kRS - 1) / kRS; ++i) {
-      const int r = r0 + i * kRS;
-      if (ROWS % kRS == 0 || r < ROWS) {
-        const bool ok = i * kRS < left;
-        const bf16* s = ok ? p : src;  // any valid address when nothing is read
-        const uint32_t off = (uint32_t)((r / TR) * TR * D * 2) + wg::sw128_offset(r % TR, kc, TR);
-        cp_async_16s(dst + off, s, ok);
-        if constexpr (kTwo) cp_async_16s(dst_v + off, s + v_off, ok);
-      }
-      p += step;
-    }
-  }
-};
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done)
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+}
+// Box (x = column, y = row) of the 2-D tensor map into shared memory at dst, completing on bar.
+__device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap* map, int x, int y, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(x), "r"(y), "r"(bar)
+      : "memory");
+}
 
 // O += P V over the first NK 16-key slices of the block: one complete wgmma group (fence, NK k-steps, commit,
 // wait), so a block that ends early runs a shorter sequence rather than wgmmas under a condition, which ptxas
@@ -140,13 +134,16 @@ __device__ __forceinline__ void pv_dispatch(int nk, float (&o)[D / 2], const uin
 }
 
 // grid: n_qblk · B · H CTAs of 128·kWG threads.
+// Q, K and V arrive by the copy engine (map_q: boxes of kBM rows, map_kv: of kBN rows, both over qkv as
+// (B·T rows, 3·H·D columns)); rows past T hold the next batch's tokens (zeros past the tensor's end), which
+// the key mask below and the row guard of the stores ignore.
 template <int D, int kWG, int kBN, int kMinBlocks>
 __global__ void __launch_bounds__(128 * kWG, kMinBlocks)
-    wg_fwd_kernel(bf16* __restrict__ out, float* __restrict__ lse, const bf16* __restrict__ qkv, int Tn, int H,
-                  int n_qblk, float scale) {
+    wg_fwd_kernel(bf16* __restrict__ out, float* __restrict__ lse, const __grid_constant__ CUtensorMap map_q,
+                  const __grid_constant__ CUtensorMap map_kv, int Tn, int H, int n_qblk, float scale) {
 #if defined(VIT_WG_HAS_WGMMA)
   using C = WgCfg<D, kWG, kBN>;
-  constexpr int NT = C::kThreads, BN = kBN;
+  constexpr int BN = kBN;
   constexpr int NS = BN / 2;  // score accumulator registers per thread (64 × BN over 128 threads)
   constexpr int NO = D / 2;   // output accumulator registers per thread
 
@@ -163,19 +160,25 @@ __global__ void __launch_bounds__(128 * kWG, kMinBlocks)
   const int bh = blockIdx.x / n_qblk;
   const int b = bh / H, h = bh % H;
   const int q0 = (blockIdx.x % n_qblk) * C::kBM;
-  const i64 ld = 3LL * H * D;                            // elements between tokens in qkv (B, T, 3, H, D)
-  const bf16* qg = qkv + (i64)b * Tn * ld + (i64)h * D;  // q of token 0
-  const bf16* kg = qg + (i64)H * D;
-  const i64 v_off = (i64)H * D;  // v = k + v_off
   const int n_kv = (Tn + BN - 1) / BN;
   const int row0 = q0 + 64 * wgi;  // this warpgroup's first query row
   const bool active = row0 < Tn;   // uniform over the warpgroup, as wgmma requires
   const uint32_t sQw = sQ + wgi * C::kQTile;
 
-  TileCopy<C::kBM, 64, D, NT>(tid).template run<false>(sQ, 0, qg + (i64)q0 * ld, 0, ld, Tn - q0);
-  const TileCopy<BN, BN, D, NT> kv_copy(tid);
-  kv_copy.template run<true>(sK, sV, kg, v_off, ld, Tn);
-  cp_async_commit();
+  const uint32_t bars = sV + 2 * C::kKVTile;  // Q's mbarrier, then one per K/V buffer (8 bytes each)
+  const int kv_x = (H + h) * D;                // K's columns in the map (V's: + H·D)
+  if (tid == 0) {
+    for (int i = 0; i < 3; ++i) mbar_init(bars + 8 * i);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the copy engine
+  }
+  __syncthreads();
+  if (tid == 0) {
+    mbar_expect_tx(bars, C::kBM * D * 2);
+    tma_load(sQ, &map_q, h * D, b * Tn + q0, bars);
+    mbar_expect_tx(bars + 8, 2 * C::kKVTile);
+    tma_load(sK, &map_kv, kv_x, b * Tn, bars + 8);
+    tma_load(sV, &map_kv, kv_x + H * D, b * Tn, bars + 8);
+  }
 
   const float sl2 = scale * kLog2e;  // exp(scale·s) = 2^(sl2·s)
   float s[NS], o[NO];
@@ -189,16 +192,16 @@ __global__ void __launch_bounds__(128 * kWG, kMinBlocks)
 
   for (int j = 0; j < n_kv; ++j) {
     const int buf = j & 1;
-    cp_async_wait<0>();       // this thread's copies of block j (and at j = 0 of Q) have landed
-    wg::fence_proxy_async();  // ... and are visible to the async proxy
-    __syncthreads();          // everyone's are; every warpgroup has waited on its wgmmas of block j − 1
-    if (j + 1 < n_kv) {
-      const int k1 = (j + 1) * BN;
-      kv_copy.template run<true>(sK + (buf ^ 1) * C::kKVTile, sV + (buf ^ 1) * C::kKVTile, kg + (i64)k1 * ld, v_off, ld,
-                                 Tn - k1);
-      cp_async_commit();
+    if (j > 0) __syncthreads();  // every warpgroup has waited on its wgmmas of block j − 1: buffer buf ^ 1 is free
+    if (tid == 0 && j + 1 < n_kv) {
+      const uint32_t bar = bars + 8 * (1 + (buf ^ 1));
+      mbar_expect_tx(bar, 2 * C::kKVTile);
+      tma_load(sK + (buf ^ 1) * C::kKVTile, &map_kv, kv_x, b * Tn + (j + 1) * BN, bar);
+      tma_load(sV + (buf ^ 1) * C::kKVTile, &map_kv, kv_x + H * D, b * Tn + (j + 1) * BN, bar);
     }
     if (!active) continue;  // no barrier depends on this warpgroup's math
+    if (j == 0) mbar_wait(bars, 0);                  // Q has landed
+    mbar_wait(bars + 8 * (1 + buf), (j >> 1) & 1);  // block j's K and V have landed
     const uint32_t sKb = sK + buf * C::kKVTile, sVb = sV + buf * C::kKVTile;
     const int kv_valid = min(BN, Tn - j * BN);  // keys of this block that exist (>= 1)
 
@@ -299,8 +302,34 @@ __global__ void __launch_bounds__(128 * kWG, kMinBlocks)
 #endif
 }
 
+// qkv (B, T, 3, H, D) as a 2-D tensor for the copy engine: B·T rows of 3·H·D bf16, boxes of `rows` rows × 64
+// columns in the 128-byte swizzle. The encoder is a driver function, reached through the runtime's entry-point
+// query (no libcuda link).
+CUtensorMap qkv_tensor_map(const bf16* qkv, int B, int Tn, int H, int D, int rows) {
+  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
+                              const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
+                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult found{};
+  CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
+  VIT_REQUIRE(found == cudaDriverEntryPointSuccess && fn != nullptr,
+              "attention: the driver has no cuTensorMapEncodeTiled (needs CUDA 12 or newer)");
+  CUtensorMap map{};
+  const cuuint64_t dims[2] = {(cuuint64_t)3 * H * D, (cuuint64_t)B * Tn};
+  const cuuint64_t strides[1] = {(cuuint64_t)3 * H * D * sizeof(bf16)};
+  const cuuint32_t box[2] = {64, (cuuint32_t)rows};
+  const cuuint32_t elem[2] = {1, 1};
+  const CUresult r = reinterpret_cast<Encode>(fn)(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(qkv),
+                                                  dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                                  CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+                                                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  VIT_REQUIRE(r == CUDA_SUCCESS, "attention: cuTensorMapEncodeTiled failed (", (int)r, ") for qkv B=", B, " T=", Tn,
+              " H=", H, " d=", D);
+  return map;
+}
+
 // The kernel of configuration kCfg at head dim D, with its shared-memory attributes set (the whole carveout as
-// shared memory: the kernel reads global memory only through cp.async.cg, which bypasses L1).
+// shared memory: the kernel reads global memory only through the copy engine, which bypasses L1).
 template <int D, int kCfg>
 auto prepared_kernel() {
   constexpr WgTraits tr = wg_traits(kCfg);
@@ -323,8 +352,10 @@ void launch_cfg(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, fl
   const i64 blocks = (i64)n_qblk * B * H;
   if (blocks == 0) return;
   VIT_REQUIRE(blocks < (1LL << 31), "attention: B·H·ceil(T/", C::kBM, ") = ", blocks, " CTAs is too many");
+  const CUtensorMap map_q = qkv_tensor_map(qkv, B, Tn, H, D, C::kBM);
+  const CUtensorMap map_kv = qkv_tensor_map(qkv, B, Tn, H, D, tr.bn);
   auto kernel = prepared_kernel<D, kCfg>();
-  kernel<<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(out, lse, qkv, Tn, H, n_qblk, scale);
+  kernel<<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(out, lse, map_q, map_kv, Tn, H, n_qblk, scale);
   CUDA_CHECK_LAUNCH();
 }
 

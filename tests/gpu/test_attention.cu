@@ -372,7 +372,7 @@ TEST_CASE("attention gpu: wg variant (wgmma forward at d = 64, m32 elsewhere; re
 }
 
 TEST_CASE("attention gpu: public API dispatches and handles many (b, h)") {
-  // m32 forward, wg forward (T > 256), then the simple fallback
+  // the wgmma forward at two lengths, then the simple fallback
   for (const Case c : {Case{3, 197, 5, 64}, Case{2, 300, 3, 64}, Case{2, 50, 4, 40}})
     check_errors(run_case(Variant::flash, c, 500 + c.d, 1.f, true), "public api", c);
 }
