@@ -24,17 +24,17 @@ struct WgTraits {
 inline constexpr int kWgConfigCount = 5;
 constexpr WgTraits wg_traits(int cfg) {
   switch (cfg) {
-    case 0: return {1, 64, 4};   // 42 KB shared, 4 CTAs (16 warps) per SM, 110 registers
+    case 0: return {1, 64, 4};   // 42 KB shared, 4 CTAs (16 warps) per SM, 97 registers
     case 1: return {2, 64, 2};   // K/V blocks shared by 128 query rows
     case 2: return {3, 64, 1};   // 192 query rows per CTA
     case 3: return {1, 128, 3};  // 128-key blocks: half the barriers, 64 score registers
-    case 4: return {1, 64, 5};   // cfg 0 at 5 CTAs (20 warps) per SM: 96 registers, 28 bytes spilled
+    case 4: return {1, 64, 5};   // cfg 0 at 5 CTAs (20 warps) per SM: 96 registers, no spills
     default: return {0, 0, 0};
   }
 }
 // The configuration with the most warps per SM, since each warpgroup waits on every product and the other CTAs
-// are what hides that. Measured on the H100 (tools/bench_attention_wg, docs/benchmarks.md run 22): fastest or
-// within 1.5% of the fastest at T = 197 and 577.
+// are what hides that. Measured on the H100 (tools/bench_attention_wg, docs/benchmarks.md runs 22 and 31): with the
+// copy engine the fastest at T = 197 (173 us; cfg0 187, cfg3 193) and T = 577 (121 us; cfg3 127, cfg0 131).
 constexpr int wg_default_config(int Tn, int d) { return 4; }
 
 // "cfg0 wg1.bn64.4cta": the configuration's tiling, for benchmark lines and messages.
