@@ -215,7 +215,7 @@ __global__ void __launch_bounds__(128 * kWG, kMinBlocks)
     wg::wait<0>();
     wg::fence_operand(s);
 
-    if (kv_valid < BN) {  // keys past T do not exist (their zero-filled K rows scored 0)
+    if (kv_valid < BN) {  // keys past T do not exist (their rows: another batch's tokens, or zeros)
 #pragma unroll
       for (int n = 0; n < BN / 8; ++n)
 #pragma unroll
