@@ -302,10 +302,14 @@ __global__ void __launch_bounds__(128 * kWG, kMinBlocks)
 #endif
 }
 
-// qkv (B, T, 3, H, D) as a 2-D tensor for the copy engine: B·T rows of 3·H·D bf16, boxes of `rows` rows × 64
-// columns in the 128-byte swizzle. The encoder is a driver function, reached through the runtime's entry-point
-// query (no libcuda link).
-CUtensorMap qkv_tensor_map(const bf16* qkv, int B, int Tn, int H, int D, int rows) {
+// qkv (B, T, 3, H, D) as a 2-D tensor for the copy engine: B·T rows of 3·H·D bf16, 64-column boxes in the
+// 128-byte swizzle, of rows_q rows (Q tiles) and rows_kv rows (K, V blocks): one map when the two are equal, as in
+// the default configuration. The encoder is a driver function, reached through the runtime's entry-point query
+// (no libcuda link), once per launch.
+struct QkvMaps {
+  CUtensorMap q, kv;
+};
+QkvMaps qkv_tensor_maps(const bf16* qkv, int B, int Tn, int H, int D, int rows_q, int rows_kv) {
   using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
                               const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
                               CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
@@ -314,18 +318,24 @@ CUtensorMap qkv_tensor_map(const bf16* qkv, int B, int Tn, int H, int D, int row
   CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
   VIT_REQUIRE(found == cudaDriverEntryPointSuccess && fn != nullptr,
               "attention: the driver has no cuTensorMapEncodeTiled (needs CUDA 12 or newer)");
-  CUtensorMap map{};
   const cuuint64_t dims[2] = {(cuuint64_t)3 * H * D, (cuuint64_t)B * Tn};
   const cuuint64_t strides[1] = {(cuuint64_t)3 * H * D * sizeof(bf16)};
-  const cuuint32_t box[2] = {64, (cuuint32_t)rows};
   const cuuint32_t elem[2] = {1, 1};
-  const CUresult r = reinterpret_cast<Encode>(fn)(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(qkv),
-                                                  dims, strides, box, elem, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                                  CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-                                                  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  VIT_REQUIRE(r == CUDA_SUCCESS, "attention: cuTensorMapEncodeTiled failed (", (int)r, ") for qkv B=", B, " T=", Tn,
-              " H=", H, " d=", D);
-  return map;
+  auto encode = [&](int rows) {
+    CUtensorMap map{};
+    const cuuint32_t box[2] = {64, (cuuint32_t)rows};
+    const CUresult r = reinterpret_cast<Encode>(fn)(
+        &map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(qkv), dims, strides, box, elem,
+        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    VIT_REQUIRE(r == CUDA_SUCCESS, "attention: cuTensorMapEncodeTiled failed (", (int)r, ") for qkv B=", B,
+                " T=", Tn, " H=", H, " d=", D);
+    return map;
+  };
+  QkvMaps maps;
+  maps.q = encode(rows_q);
+  maps.kv = rows_kv == rows_q ? maps.q : encode(rows_kv);
+  return maps;
 }
 
 // The kernel of configuration kCfg at head dim D, with its shared-memory attributes set (the whole carveout as
@@ -352,10 +362,9 @@ void launch_cfg(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, fl
   const i64 blocks = (i64)n_qblk * B * H;
   if (blocks == 0) return;
   VIT_REQUIRE(blocks < (1LL << 31), "attention: B·H·ceil(T/", C::kBM, ") = ", blocks, " CTAs is too many");
-  const CUtensorMap map_q = qkv_tensor_map(qkv, B, Tn, H, D, C::kBM);
-  const CUtensorMap map_kv = qkv_tensor_map(qkv, B, Tn, H, D, tr.bn);
+  const QkvMaps maps = qkv_tensor_maps(qkv, B, Tn, H, D, C::kBM, tr.bn);
   auto kernel = prepared_kernel<D, kCfg>();
-  kernel<<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(out, lse, map_q, map_kv, Tn, H, n_qblk, scale);
+  kernel<<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(out, lse, maps.q, maps.kv, Tn, H, n_qblk, scale);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -21,7 +21,6 @@
 #include <string>
 #include <vector>
 
-#include "engine/rng.h"
 #include "kernels/attention.h"
 #include "kernels/attention_fwd_m32.h"
 #include "kernels/attention_fwd_wg.h"
@@ -39,12 +38,6 @@ using vit::test::to_bf;
 using vit::test::to_f;
 
 namespace {
-
-// Uniform values in [-a, a) straight on the device (the ViT-B qkv has 116M elements).
-__global__ void fill_uniform(bf16* x, size_t n, uint64_t seed, float a) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-    x[i] = __float2bfloat16(a * (2.f * rng::uniform(seed, 3, i) - 1.f));
-}
 
 // The name a variant is reported under: m32 with the configuration it runs at (T, d) and its tiling.
 std::string label(Variant v, int T, int d) {
@@ -106,10 +99,8 @@ Times time_shape(bench::Timer& timer, Variant v, const Shape& s, const AttnDropo
   gpu::DeviceBuffer<bf16> qkv(n_qkv), out(n_out), dout(n_out), dqkv(n_qkv);
   gpu::DeviceBuffer<float> lse((size_t)s.B * s.H * s.T);
   gpu::DeviceBuffer<unsigned char> ws((size_t)gpu::attention_backward_workspace_bytes(s.B, s.T, s.H, s.d));
-  fill_uniform<<<1024, 256>>>(qkv.get(), n_qkv, 1, 1.7f);  // std ~1: scores of std ~1 at scale 1/sqrt(d)
-  CUDA_CHECK_LAUNCH();
-  fill_uniform<<<1024, 256>>>(dout.get(), n_out, 2, 1.f);
-  CUDA_CHECK_LAUNCH();
+  bench::fill_uniform(qkv.get(), n_qkv, 1, 1.7f);  // std ~1: scores of std ~1 at scale 1/sqrt(d)
+  bench::fill_uniform(dout.get(), n_out, 2, 1.f);
   auto fwd = [&] { gpu::attn::forward(v, out.get(), lse.get(), qkv.get(), s.B, s.T, s.H, s.d, scale, 0, dr); };
   auto bwd = [&] {
     gpu::attn::backward(v, dqkv.get(), dout.get(), qkv.get(), out.get(), lse.get(), s.B, s.T, s.H, s.d, scale,

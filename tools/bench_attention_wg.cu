@@ -12,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "engine/rng.h"
 #include "kernels/attention.h"
 #include "kernels/attention_fwd_m32.h"
 #include "kernels/attention_fwd_wg.h"
@@ -27,12 +26,6 @@ using vit::test::to_bf;
 using vit::test::to_f;
 
 namespace {
-
-// Uniform values in [-a, a) straight on the device (the ViT-B qkv has 116M elements).
-__global__ void fill_uniform(bf16* x, size_t n, uint64_t seed, float a) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-    x[i] = __float2bfloat16(a * (2.f * rng::uniform(seed, 3, i) - 1.f));
-}
 
 // Forward of wg configuration cfg against the CPU reference (out 1e-2, lse 1e-4 relative, as the GPU tests).
 bool check(int cfg, int B, int T, int H) {
@@ -100,8 +93,7 @@ int run(int argc, char** argv) {
     const float scale = 0.125f;
     gpu::DeviceBuffer<bf16> qkv(n_qkv), out(n_out);
     gpu::DeviceBuffer<float> lse((size_t)s.B * s.H * s.T);
-    fill_uniform<<<1024, 256>>>(qkv.get(), n_qkv, 1, 1.7f);  // std ~1: scores of std ~1 at scale 1/8
-    CUDA_CHECK_LAUNCH();
+    bench::fill_uniform(qkv.get(), n_qkv, 1, 1.7f);  // std ~1: scores of std ~1 at scale 1/8
     const double flops = 4.0 * s.B * s.H * (double)s.T * s.T * d;
     char tag[160];
     const int m32_cfg = gpu::attn::m32_config(s.T, d);

@@ -7,8 +7,20 @@
 #include <vector>
 
 #include "engine/cuda_buffer.h"
+#include "engine/rng.h"
+#include "kernels/types.h"
 
 namespace vit::bench {
+
+// Uniform bf16 values in [-a, a) written straight on the device (inputs of 100M+ elements), keyed by seed.
+__global__ inline void fill_uniform_kernel(bf16* x, size_t n, uint64_t seed, float a) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    x[i] = __float2bfloat16(a * (2.f * rng::uniform(seed, 3, i) - 1.f));
+}
+inline void fill_uniform(bf16* x, size_t n, uint64_t seed, float a) {
+  fill_uniform_kernel<<<1024, 256>>>(x, n, seed, a);
+  CUDA_CHECK_LAUNCH();
+}
 
 // Measured ceilings on the H100 of the GPU machine (docs/benchmarks.md); used for "fraction of ceiling".
 constexpr double kPeakBf16Flops = 790e12;
