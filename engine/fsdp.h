@@ -275,14 +275,25 @@ class FsdpStore final : public ParamStore<Ops> {
     for (size_t u = 0; u < padded_.size(); ++u) {
       const Range o = opt_range_[u];
       const int64_t n = L_.units()[u].numel;
-      L_.for_each_decay_run((int)u, o.begin, std::min(o.end, n), [&](int64_t b, int64_t e, bool decay) {
-        AdamWParams ap = base;
-        if (!decay) ap.weight_decay = 0;
-        const int64_t k = b - o.begin;
-        // AdamW writes the gathered-dtype copy in the same pass (no separate cast over the parameters).
+      // One AdamW launch per unit (or per DecayRuns::kMax runs of it); it writes the gathered-dtype copy in
+      // the same pass (no separate cast over the parameters).
+      int64_t first = o.begin;  // where the pending runs start
+      DecayRuns runs;
+      auto flush = [&] {
+        const int64_t k = first - o.begin;
         ops_.adamw(master_[u] + k, param_copy((int)u) + k, opt_grad((int)u) + k, adam_m_[u] + k, adam_v_[u] + k,
-                   e - b, ap, scale);
+                   runs, base, scale);
+        first += runs.size();
+        runs = DecayRuns{};
+      };
+      L_.for_each_decay_run((int)u, o.begin, std::min(o.end, n), [&](int64_t b, int64_t e, bool decay) {
+        VIT_ASSERT(b == first + runs.size(), "fsdp: parameters of unit ", u, " are not contiguous");
+        if (!runs.push(e - first, decay)) {
+          flush();
+          runs.push(e - first, decay);
+        }
       });
+      if (runs.count) flush();
     }
     share_params();
     return norm;

@@ -78,7 +78,7 @@ std::size_t GemmContext::KeyHash::operator()(const Key& k) const {
   mix((uint64_t)k.trans_a | (uint64_t)k.trans_b << 1 | (uint64_t)k.ab << 2 | (uint64_t)k.d << 4 |
       (uint64_t)k.epilogue << 6);
   mix((uint64_t)k.align_a | (uint64_t)k.align_b << 16 | (uint64_t)k.align_d << 32 | (uint64_t)k.align_bias << 48);
-  mix(k.align_aux);
+  mix((uint64_t)k.align_aux | (uint64_t)k.align_c << 16);
   return (std::size_t)h;
 }
 
@@ -94,6 +94,7 @@ GemmContext::~GemmContext() {
 
 void GemmContext::matmul(const GemmOp& op, const GemmArgs& args, cudaStream_t stream) {
   const bool bias = has_bias(op.epilogue), aux = has_aux(op.epilogue);
+  const void* c = args.c ? args.c : args.d;
   VIT_ASSERT(op.m > 0 && op.n > 0 && op.k > 0, "gemm: empty problem m=", op.m, " n=", op.n, " k=", op.k);
   VIT_ASSERT(args.a && args.b && args.d, "gemm: null A, B or D");
   VIT_ASSERT(!bias || args.bias, "gemm: epilogue ", epilogue_name(op.epilogue), " needs a bias pointer");
@@ -113,6 +114,7 @@ void GemmContext::matmul(const GemmOp& op, const GemmArgs& args, cudaStream_t st
                 op.epilogue,
                 pointer_alignment(args.a),
                 pointer_alignment(args.b),
+                pointer_alignment(c),
                 pointer_alignment(args.d),
                 bias ? pointer_alignment(args.bias) : uint16_t{0},
                 aux ? pointer_alignment(args.aux) : uint16_t{0}};
@@ -145,11 +147,11 @@ void GemmContext::matmul(const GemmOp& op, const GemmArgs& args, cudaStream_t st
     auto destroy_pref = [](cublasLtMatmulPreference_t* p) { cublasLtMatmulPreferenceDestroy(*p); };
     std::unique_ptr<cublasLtMatmulPreference_t, decltype(destroy_pref)> pref_guard(&pref, destroy_pref);
     const uint64_t ws = kWorkspaceBytes;
-    const uint32_t al_a = key.align_a, al_b = key.align_b, al_d = key.align_d;
+    const uint32_t al_a = key.align_a, al_b = key.align_b, al_c = key.align_c, al_d = key.align_d;
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, 4));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, 4));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, 4));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, 4));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, 4));
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->d, plan->d,
                                                              pref, 1, &result, &found);
@@ -165,8 +167,8 @@ void GemmContext::matmul(const GemmOp& op, const GemmArgs& args, cudaStream_t st
   Plan& plan = *it->second;
   if (bias) set_attr(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, args.bias);
   if (aux) set_attr(plan.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, args.aux);
-  CUBLAS_CHECK(cublasLtMatmul(handle_, plan.desc, &args.alpha, args.a, plan.a, args.b, plan.b, &args.beta, args.d,
-                              plan.d, args.d, plan.d, &plan.algo, workspace_.get(), workspace_.bytes(), stream));
+  CUBLAS_CHECK(cublasLtMatmul(handle_, plan.desc, &args.alpha, args.a, plan.a, args.b, plan.b, &args.beta, c, plan.d,
+                              args.d, plan.d, &plan.algo, workspace_.get(), workspace_.bytes(), stream));
 }
 
 }  // namespace vit::gpu

@@ -22,13 +22,16 @@ namespace vit::gpu {
 
 enum class GemmDtype : uint8_t { bf16, f32 };
 
-// none: D = αAB + βD.  bias: + bias (m elements, D's type) on every column.
-// gelu_aux / gelu_aux_bias: aux = αAB + βD (+ bias) and D = GELU(aux) with cuBLASLt's GELU, which is the
+// none: D = αAB + βC.  bias: + bias (m elements, D's type) on every column.
+// gelu_aux / gelu_aux_bias: aux = αAB + βC (+ bias) and D = GELU(aux) with cuBLASLt's GELU, which is the
 // tanh approximation (timm's approximate='tanh'), never the exact erf GELU.
+// (cuBLASLt's BGRADB epilogue, the bias gradient next to the weight gradient, was measured slower than our
+// column sums on H100: it runs as a separate reduction kernel; docs/benchmarks.md, session 4.)
 enum class GemmEpilogue : uint8_t { none, bias, gelu_aux, gelu_aux_bias };
 
-// D (m × n, column-major, leading dimension ldd) = alpha · op(A) · op(B) + beta · D, with op(A) m × k and
-// op(B) k × n. C is D itself (beta = 1 accumulates in place). Compute and scaling in fp32.
+// D (m × n, column-major, leading dimension ldd) = alpha · op(A) · op(B) + beta · C, with op(A) m × k and
+// op(B) k × n. C has D's layout; it is D itself unless GemmArgs::c says otherwise (beta = 1 then adds a
+// residual in the epilogue). Compute and scaling in fp32.
 struct GemmOp {
   i64 m = 0, n = 0, k = 0;
   bool trans_a = false, trans_b = false;
@@ -43,6 +46,7 @@ struct GemmArgs {
   const void* b = nullptr;
   void* d = nullptr;
   float alpha = 1.f, beta = 0.f;
+  const void* c = nullptr;     // C when it is not D (same layout and type as D); read only when beta != 0
   const void* bias = nullptr;  // epilogues with a bias
   void* aux = nullptr;         // gelu epilogues: the pre-activation, same layout and type as D (ld = ldd)
 };
@@ -67,6 +71,7 @@ class GemmContext {
   std::size_t plan_count() const { return plans_.size(); }
   bool fuse_gelu() const { return fuse_gelu_; }
   void set_fuse_gelu(bool on) { fuse_gelu_ = on; }
+
   cublasLtHandle_t handle() const { return handle_; }
   // kScratchFloats floats of device memory for reductions that accompany a GEMM (the bias-gradient column
   // sums of linear_backward). Stream-ordered like the workspace.
@@ -77,7 +82,7 @@ class GemmContext {
     bool trans_a, trans_b;
     GemmDtype ab, d;
     GemmEpilogue epilogue;
-    uint16_t align_a, align_b, align_d, align_bias, align_aux;
+    uint16_t align_a, align_b, align_c, align_d, align_bias, align_aux;
     bool operator==(const Key&) const = default;
   };
   struct KeyHash {

@@ -70,8 +70,9 @@ struct CpuOps {
   void download(void* host, const void* src, size_t bytes) { std::memcpy(host, src, bytes); }
 
   void patchify(Act* out, const float* img, int B, int C, int H, int W, int p) { ref::patchify<T>(out, img, B, C, H, W, p); }
-  void linear_forward(Act* out, const Act* x, const Param* w, const Param* b, i64 M, int K, int N) {
-    ref::linear_forward<T>(out, x, w, b, M, K, N);
+  void linear_forward(Act* out, const Act* x, const Param* w, const Param* b, i64 M, int K, int N,
+                      const Act* residual = nullptr) {
+    ref::linear_forward<T>(out, x, w, b, M, K, N, residual);
   }
   void linear_backward(Act* dx, Grad* dw, Grad* db, const Act* dout, const Act* x, const Param* w, i64 M, int K, int N,
                        bool acc) {
@@ -177,9 +178,17 @@ struct CpuOps {
     scale[0] = (Stat)ref::clip_scale((double)norm[0], max_norm);
   }
   // p_low is the parameter copy in the gathered dtype; on the CPU it is the master itself.
-  void adamw(Master* p, Param* p_low, const Grad* g, Master* m, Master* v, i64 n, const AdamWParams& ap, const Stat* scale) {
-    ref::adamw_step<T>(p, g, m, v, n, ap, (double)scale[0]);
-    if (p_low && p_low != p) std::memcpy(p_low, p, sizeof(T) * n);
+  // AdamW over runs.size() elements, weight decay only in the runs that have it.
+  void adamw(Master* p, Param* p_low, const Grad* g, Master* m, Master* v, const DecayRuns& runs, const AdamWParams& ap,
+             const Stat* scale) {
+    i64 b = 0;
+    for (int r = 0; r < runs.count; ++r) {
+      AdamWParams a = ap;
+      if (!runs.decay[r]) a.weight_decay = 0;
+      ref::adamw_step<T>(p + b, g + b, m + b, v + b, runs.end[r] - b, a, (double)scale[0]);
+      b = runs.end[r];
+    }
+    if (p_low && p_low != p) std::memcpy(p_low, p, sizeof(T) * runs.size());
   }
   void master_to_param(Param* dst, const Master* src, i64 n) {
     if (dst != src) std::memcpy(dst, src, sizeof(T) * n);

@@ -167,9 +167,14 @@ struct CudaOps {
   void patchify(Act* out, const float* img, int B, int C, int H, int W, int p) {
     gpu::patchify(out, img, B, C, H, W, p, stream_);
   }
-  void linear_forward(Act* out, const Act* x, const Param* w, const Param* b, i64 M, int K, int N) {
-    if (K % 8 || N % 8) return gpu::small_linear_forward(out, x, w, b, M, K, N, stream_);
-    gpu::linear_forward(*gemm_, out, x, w, b, M, K, N, stream_);
+  void linear_forward(Act* out, const Act* x, const Param* w, const Param* b, i64 M, int K, int N,
+                      const Act* residual = nullptr) {
+    if (K % 8 || N % 8) {
+      gpu::small_linear_forward(out, x, w, b, M, K, N, stream_);
+      if (residual) gpu::add(out, out, residual, M * N, stream_);
+      return;
+    }
+    gpu::linear_forward(*gemm_, out, x, w, b, M, K, N, stream_, nullptr, false, residual);
   }
   void linear_backward(Act* dx, Grad* dw, Grad* db, const Act* dout, const Act* x, const Param* w, i64 M, int K, int N,
                        bool acc) {
@@ -277,9 +282,9 @@ struct CudaOps {
   void clip_scale(Stat* scale, Stat* norm, const Stat* sumsq, double max_norm) {
     gpu::clip_scale(scale, norm, sumsq, (float)max_norm, stream_);
   }
-  void adamw(Master* p, Param* p_low, const Grad* g, Master* m, Master* v, i64 n, const AdamWParams& ap,
+  void adamw(Master* p, Param* p_low, const Grad* g, Master* m, Master* v, const DecayRuns& runs, const AdamWParams& ap,
              const Stat* scale) {
-    gpu::adamw_step(p, p_low, g, m, v, n, ap, scale, stream_);
+    gpu::adamw_step(p, p_low, g, m, v, runs, ap, scale, stream_);
   }
   void master_to_param(Param* dst, const Master* src, i64 n) { gpu::cast_f32_to_bf16(dst, src, n, stream_); }
   void accumulate_loss(Stat* acc, const Stat* losses, int n, double scale) {

@@ -63,10 +63,14 @@ struct Nodes {
     void forward(Ops& o) { o.layernorm_forward(out, mean, rstd, x, w, b, rows, C, eps); }
     void backward(Ops& o) { o.layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, rows, C, acc); }
   };
+  // residual (optional): out = x·Wᵀ + b + residual in one pass, a residual branch's last linear fused with
+  // its skip connection. The skip's gradient is dout itself (the residual stream's buffer), so backward is
+  // the plain linear's.
   struct Linear {
     A* out; const A* x; const P* w; const P* b; i64 M; int K, N;
     A* dout; A* dx; G* dw; G* db; bool acc;
-    void forward(Ops& o) { o.linear_forward(out, x, w, b, M, K, N); }
+    const A* residual = nullptr;
+    void forward(Ops& o) { o.linear_forward(out, x, w, b, M, K, N, residual); }
     void backward(Ops& o) { o.linear_backward(dx, dw, db, dout, x, w, M, K, N, acc); }
   };
   struct Attention {  // drop: attention dropout (p = 0: none); its mask is regenerated in backward

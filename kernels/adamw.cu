@@ -15,18 +15,29 @@ struct Consts {
   float b1, one_minus_b1, b2, one_minus_b2, eps, decay, step_size, bc2_sqrt;
 };
 
-__device__ __forceinline__ void update(float& p, float g, float& m, float& v, const Consts& c, float scale) {
+// decay: c.decay or 1 (no weight decay: 1 - lr·0 in fp32 is exactly 1, as the single-run launch computes).
+__device__ __forceinline__ void update(float& p, float g, float& m, float& v, const Consts& c, float scale,
+                                       float decay) {
   g *= scale;
   m = c.b1 * m + c.one_minus_b1 * g;
   v = c.b2 * v + c.one_minus_b2 * g * g;
   const float denom = sqrtf(v) / c.bc2_sqrt + c.eps;
-  p = p * c.decay - c.step_size * m / denom;
+  p = p * decay - c.step_size * m / denom;
+}
+
+// The decay factor at element i: a scan over the few runs of a unit (kernel parameters, a constant bank).
+__device__ __forceinline__ float decay_at(const DecayRuns& r, i64 i, float on) {
+  int k = 0;
+  while (k < r.count - 1 && i >= r.end[k]) ++k;
+  return r.decay[k] ? on : 1.f;
 }
 
 template <bool kVec>
 __global__ void __launch_bounds__(kThreads)
     adamw_kernel(float* __restrict__ param, bf16* __restrict__ param_bf16, const float* __restrict__ grad,
-                 float* __restrict__ m, float* __restrict__ v, i64 n, Consts c, const float* __restrict__ grad_scale) {
+                 float* __restrict__ m, float* __restrict__ v, const DecayRuns runs, Consts c,
+                 const float* __restrict__ grad_scale) {
+  const i64 n = runs.count ? runs.end[runs.count - 1] : 0;
   const float scale = grad_scale ? *grad_scale : 1.f;
   const i64 tid = (i64)blockIdx.x * blockDim.x + threadIdx.x, stride = (i64)gridDim.x * blockDim.x;
   i64 done = 0;
@@ -36,10 +47,10 @@ __global__ void __launch_bounds__(kThreads)
       float4 p = reinterpret_cast<float4*>(param)[i];
       const float4 g = reinterpret_cast<const float4*>(grad)[i];
       float4 mm = reinterpret_cast<float4*>(m)[i], vv = reinterpret_cast<float4*>(v)[i];
-      update(p.x, g.x, mm.x, vv.x, c, scale);
-      update(p.y, g.y, mm.y, vv.y, c, scale);
-      update(p.z, g.z, mm.z, vv.z, c, scale);
-      update(p.w, g.w, mm.w, vv.w, c, scale);
+      update(p.x, g.x, mm.x, vv.x, c, scale, decay_at(runs, 4 * i, c.decay));
+      update(p.y, g.y, mm.y, vv.y, c, scale, decay_at(runs, 4 * i + 1, c.decay));
+      update(p.z, g.z, mm.z, vv.z, c, scale, decay_at(runs, 4 * i + 2, c.decay));
+      update(p.w, g.w, mm.w, vv.w, c, scale, decay_at(runs, 4 * i + 3, c.decay));
       reinterpret_cast<float4*>(param)[i] = p;
       reinterpret_cast<float4*>(m)[i] = mm;
       reinterpret_cast<float4*>(v)[i] = vv;
@@ -49,7 +60,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   for (i64 i = done + tid; i < n; i += stride) {
     float p = param[i], mm = m[i], vv = v[i];
-    update(p, grad[i], mm, vv, c, scale);
+    update(p, grad[i], mm, vv, c, scale, decay_at(runs, i, c.decay));
     param[i] = p, m[i] = mm, v[i] = vv;
     if (param_bf16) param_bf16[i] = __float2bfloat16(p);
   }
@@ -59,7 +70,16 @@ __global__ void __launch_bounds__(kThreads)
 
 void adamw_step(float* param, bf16* param_bf16, const float* grad, float* m, float* v, i64 n, const AdamWParams& p,
                 const float* grad_scale, cudaStream_t stream) {
+  DecayRuns one;
+  one.push(n, true);
+  adamw_step(param, param_bf16, grad, m, v, one, p, grad_scale, stream);
+}
+
+void adamw_step(float* param, bf16* param_bf16, const float* grad, float* m, float* v, const DecayRuns& runs,
+                const AdamWParams& p, const float* grad_scale, cudaStream_t stream) {
   VIT_ASSERT(p.step >= 1, "adamw_step: step is 1-based, got ", p.step);
+  VIT_ASSERT(runs.count >= 0 && runs.count <= DecayRuns::kMax, "adamw_step: bad run count ", runs.count);
+  const i64 n = runs.size();
   if (n <= 0) return;
   // Bias corrections in double on the host, as torch does; the kernel sees them as fp32 constants.
   const double bc1 = 1.0 - std::pow((double)p.beta1, p.step), bc2 = 1.0 - std::pow((double)p.beta2, p.step);
@@ -75,9 +95,9 @@ void adamw_step(float* param, bf16* param_bf16, const float* grad, float* m, flo
                    (!param_bf16 || reinterpret_cast<uintptr_t>(param_bf16) % 8 == 0);
   const unsigned grid = grid_for(vec ? (n + 3) / 4 : n, kThreads);
   if (vec)
-    adamw_kernel<true><<<grid, kThreads, 0, stream>>>(param, param_bf16, grad, m, v, n, c, grad_scale);
+    adamw_kernel<true><<<grid, kThreads, 0, stream>>>(param, param_bf16, grad, m, v, runs, c, grad_scale);
   else
-    adamw_kernel<false><<<grid, kThreads, 0, stream>>>(param, param_bf16, grad, m, v, n, c, grad_scale);
+    adamw_kernel<false><<<grid, kThreads, 0, stream>>>(param, param_bf16, grad, m, v, runs, c, grad_scale);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -1,6 +1,6 @@
 // CUDA linear layer: cuBLASLt GEMMs through the cached plans of engine/gemm.h, plus a deterministic
-// column-sum kernel for the bias gradient (cuBLASLt's BGRADB epilogue overwrites its output, it cannot
-// accumulate into the fp32 gradient, so it would need a temporary and an extra pass anyway).
+// column-sum kernel for the bias gradient. (cuBLASLt's BGRADB epilogue was measured slower on H100: it runs
+// its own reduction kernel, and it overwrites instead of accumulating; docs/benchmarks.md, session 4.)
 //
 // Row-major X (r × c) is column-major X^T (c × r) with the same leading dimension c, so:
 //   out (M, N)  = x · W^T      ->  out^T (N × M)  = op_T(W^T as stored, K × N) · x^T (K × M)      "TN"
@@ -95,16 +95,18 @@ void column_sums(GemmContext& ctx, float* dbias, const bf16* dout, i64 M, int N,
 }  // namespace
 
 void linear_forward(GemmContext& ctx, bf16* out, const bf16* x, const bf16* weight, const bf16* bias, i64 M, int K,
-                    int N, cudaStream_t stream, bf16* gelu_out, bool gelu_tanh) {
+                    int N, cudaStream_t stream, bf16* gelu_out, bool gelu_tanh, const bf16* residual) {
   const char* what = "linear_forward";
   check_shape(what, M, K, N);
   for (auto [name, p] : {std::pair<const char*, const void*>{"out", out},
                          {"x", x},
                          {"weight", weight},
                          {"bias", bias},
-                         {"gelu_out", gelu_out}})
+                         {"gelu_out", gelu_out},
+                         {"residual", residual}})
     check_aligned(what, name, p);
   VIT_ASSERT(out && x && weight, "linear_forward: null out, x or weight");
+  VIT_ASSERT(!(residual && gelu_out), "linear_forward: a residual is added after the linear, not after its GELU");
   if (M == 0) return;
   GemmOp op;
   op.m = N, op.n = M, op.k = K;
@@ -122,6 +124,7 @@ void linear_forward(GemmContext& ctx, bf16* out, const bf16* x, const bf16* weig
   }
   op.epilogue = bias ? GemmEpilogue::bias : GemmEpilogue::none;
   args.d = out;
+  if (residual) args.c = residual, args.beta = 1.f;
   ctx.matmul(op, args, stream);
   if (gelu_out) gelu_forward(gelu_out, out, M * N, gelu_tanh, stream);
 }
@@ -139,7 +142,6 @@ void linear_backward(GemmContext& ctx, bf16* dx, float* dweight, float* dbias, c
     check_aligned(what, name, p);
   VIT_ASSERT(dweight && dout && x && weight, "linear_backward: null dweight, dout, x or weight");
   if (M == 0) return;
-  if (dbias) column_sums(ctx, dbias, dout, M, N, stream);
   {
     GemmOp op;  // dW^T (K × N, fp32) += x^T (K × M) · dout (M × N)
     op.m = K, op.n = N, op.k = M;
@@ -148,6 +150,7 @@ void linear_backward(GemmContext& ctx, bf16* dx, float* dweight, float* dbias, c
     op.ab = GemmDtype::bf16, op.d = GemmDtype::f32;
     GemmArgs args;
     args.a = x, args.b = dout, args.d = dweight, args.beta = 1.f;
+    if (dbias) column_sums(ctx, dbias, dout, M, N, stream);
     ctx.matmul(op, args, stream);
   }
   if (dx) {

@@ -50,7 +50,7 @@ inline void axpy_rows_n(T* acc, i64 acc_stride, const T* a, i64 a_row, i64 a_ste
 }  // namespace
 
 template <class T>
-void linear_forward(T* out, const T* x, const T* weight, const T* bias, i64 M, int K, int N) {
+void linear_forward(T* out, const T* x, const T* weight, const T* bias, i64 M, int K, int N, const T* residual) {
   // weight^T (K, N) so that out's row is built from contiguous weight rows.
   std::vector<T> wt((size_t)K * N);
   const bool par = M * K * N >= kMinParallelWork;
@@ -64,7 +64,10 @@ void linear_forward(T* out, const T* x, const T* weight, const T* bias, i64 M, i
     for (int j0 = 0; j0 < N; j0 += kCols) {
       const int len = std::min(kCols, N - j0);
       for (i64 r = 0; r < rows; ++r)
-        for (int j = 0; j < len; ++j) out[(r0 + r) * N + j0 + j] = bias ? bias[j0 + j] : T(0);
+        for (int j = 0; j < len; ++j) {
+          const i64 o = (r0 + r) * N + j0 + j;
+          out[o] = (bias ? bias[j0 + j] : T(0)) + (residual ? residual[o] : T(0));
+        }
       axpy_rows_n(out + r0 * N + j0, N, x + r0 * K, K, 1, rows, wt.data() + j0, N, len, K);
     }
   }
@@ -121,8 +124,9 @@ void linear_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
   }
 }
 
-template void linear_forward<float>(float*, const float*, const float*, const float*, i64, int, int);
-template void linear_forward<double>(double*, const double*, const double*, const double*, i64, int, int);
+template void linear_forward<float>(float*, const float*, const float*, const float*, i64, int, int, const float*);
+template void linear_forward<double>(double*, const double*, const double*, const double*, i64, int, int,
+                                     const double*);
 template void linear_backward<float>(float*, float*, float*, const float*, const float*, const float*, i64, int, int,
                                      bool);
 template void linear_backward<double>(double*, double*, double*, const double*, const double*, const double*, i64, int,

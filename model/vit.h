@@ -375,6 +375,12 @@ class ViT {
     g_after_drop = g_after_ls;
     if (has_drop && g_after_drop == dres) g_after_drop = dbr0;  // dropout backward may run in place, never on dres
 
+    if (!has_ls && !has_drop && !has_dp) {
+      // Nothing between the linear and the skip connection: y = x_in + linear(inp) in the GEMM's epilogue.
+      tape_.run(typename Nd::Linear{y, inp, prm(b + lin + ".weight"), prm(b + lin + ".bias"), rows, K, d.D, dres,
+                                    dinp, grd(b + lin + ".weight"), grd(b + lin + ".bias"), false, x_in});
+      return;
+    }
     A* out = has_ls ? lbuf<A>(which == 1 ? o_pr_ : o_mo_, l) : buf<A>(o_brs_);
     tape_.run(typename Nd::Linear{out, inp, prm(b + lin + ".weight"), prm(b + lin + ".bias"), rows, K, d.D,
                                   g_after_drop, dinp, grd(b + lin + ".weight"), grd(b + lin + ".bias"), false});
@@ -456,7 +462,9 @@ class ViT {
       o_pr_ = add("block proj out (ls)", rows * D * a, L);
       o_mo_ = add("block fc2 out (ls)", rows * D * a, L);
     }
-    o_brs_ = add("branch scratch", rows * D * a);
+    // Only a branch with something between its last linear and the skip connection needs the scratch (the
+    // others add the residual in the GEMM's epilogue, see branch()).
+    if (ls || mc_.proj_drop_rate > 0 || mc_.drop_path_rate > 0) o_brs_ = add("branch scratch", rows * D * a);
     o_headnorm_ = add("head norm out", rows * D * a);
     o_headstat_ = add("head norm stats", 2 * rows * s);
     o_pool_ = add("pooled", B * D * a);

@@ -14,6 +14,7 @@
 
 #include "engine/gemm.h"
 #include "engine/rng.h"
+#include "kernels/elementwise.h"
 #include "kernels/gelu.h"
 #include "kernels/linear.h"
 #include "tools/bench_util.h"
@@ -265,6 +266,22 @@ int main(int argc, char** argv) {
           "separately)\n",
           t_fused < t_sep_tanh ? "true" : "false", t_fused, t_sep_tanh);
       ctx.set_fuse_gelu(true);
+    }
+    // A branch's last linear and the skip connection: residual in the GEMM's epilogue vs GEMM + add kernel.
+    {
+      const int K = 3072, N = 768;
+      const double flops = 2.0 * M * K * N;
+      const double t_fused = timer.median_us([&] {
+        gpu::linear_forward(ctx, out.get(), x.get(), w.get(), b.get(), M, K, N, 0, nullptr, false, act.get());
+      });
+      const double t_sep = timer.median_us([&] {
+        gpu::linear_forward(ctx, out.get(), x.get(), w.get(), b.get(), M, K, N, 0);
+        gpu::add(dx.get(), out.get(), act.get(), M * N, 0);
+      });
+      bench::report("fc2 GEMM+bias+residual epilogue", t_fused, flops, 0);
+      bench::report("fc2 GEMM+bias, separate residual add", t_sep, flops, 0);
+      std::printf("RECOMMEND residual in epilogue=%s (%.1f vs %.1f us)\n", t_fused < t_sep ? "true" : "false", t_fused,
+                  t_sep);
     }
     std::printf("plans cached: %zu\n", ctx.plan_count());
     return 0;

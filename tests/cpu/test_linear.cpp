@@ -47,6 +47,18 @@ TEST_CASE("linear ref: forward matches the definition, with and without bias") {
   }
 }
 
+TEST_CASE("linear ref: a residual is added to the output, also in place") {
+  const Shape s{17, 13, 259};
+  auto x = randn(s.M * s.K, 21), w = randn((i64)s.N * s.K, 22), b = randn(s.N, 23), r = randn(s.M * s.N, 24);
+  std::vector<double> plain(s.M * s.N), with(s.M * s.N);
+  ref::linear_forward(plain.data(), x.data(), w.data(), b.data(), s.M, s.K, s.N);
+  ref::linear_forward(with.data(), x.data(), w.data(), b.data(), s.M, s.K, s.N, r.data());
+  for (size_t i = 0; i < plain.size(); ++i) plain[i] += r[i];
+  CHECK(test::rel_err(with, plain) < 1e-14);
+  ref::linear_forward(r.data(), x.data(), w.data(), b.data(), s.M, s.K, s.N, r.data());  // out == residual
+  CHECK(test::rel_err(r, plain) < 1e-14);
+}
+
 TEST_CASE("linear ref: finite-difference gradients - dweight/dbias and dx (accumulate) add") {
   for (Shape s : {Shape{1, 3, 2}, Shape{5, 7, 4}, Shape{17, 13, 11}, Shape{9, 260, 3}, Shape{3, 5, 259}}) {
     CAPTURE(s.M);

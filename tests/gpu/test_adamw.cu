@@ -66,3 +66,67 @@ TEST_CASE("gpu adamw: fp32 update, bf16 copy, grad_scale from device memory, vec
     }
   }
 }
+
+TEST_CASE("gpu adamw: weight decay per run - one launch equals one launch per run, boundaries off the 4-grid") {
+  // Runs alternate decay on / off with lengths that are not multiples of 4, so a 4-element group of the
+  // vector path straddles run boundaries; lr·wd is large so a wrong decay flag shows far above the tolerance.
+  const std::vector<i64> lengths = {5, 3, 768, 1, 770, 6, 2303, 9};
+  DecayRuns runs;
+  i64 n = 0;
+  for (size_t r = 0; r < lengths.size(); ++r) {
+    n += lengths[r];
+    REQUIRE(runs.push(n, r % 2 == 0));
+  }
+  CHECK(runs.count == (int)lengths.size());
+  const auto p0 = randn_f(n, 7101), g = randn_f(n, 7102), m0 = randn_f(n, 7103, 0.01f);
+  auto v0 = randn_f(n, 7104, 0.01f);
+  for (auto& e : v0) e = e * e;
+  const AdamWParams hp{1e-2f, 0.9f, 0.999f, 1e-8f, 5.f, 2};
+  auto scale_d = to_device(std::vector<float>{0.5f});
+  auto run_gpu = [&](bool one_launch) {
+    auto p_d = to_device(p0), g_d = to_device(g), m_d = to_device(m0), v_d = to_device(v0);
+    gpu::DeviceBuffer<bf16> pb_d(n);
+    pb_d.poison();
+    if (one_launch) {
+      gpu::adamw_step(p_d.get(), pb_d.get(), g_d.get(), m_d.get(), v_d.get(), runs, hp, scale_d.get(), 0);
+    } else {
+      i64 b = 0;
+      for (int r = 0; r < runs.count; ++r) {
+        AdamWParams a = hp;
+        if (!runs.decay[r]) a.weight_decay = 0;
+        gpu::adamw_step(p_d.get() + b, pb_d.get() + b, g_d.get() + b, m_d.get() + b, v_d.get() + b, runs.end[r] - b,
+                        a, scale_d.get(), 0);
+        b = runs.end[r];
+      }
+    }
+    return std::make_pair(p_d.download(), pb_d.download());
+  };
+  const auto [p_one, pb_one] = run_gpu(true);
+  const auto [p_per, pb_per] = run_gpu(false);
+  CHECK(p_one == p_per);  // same arithmetic per element: identical bits
+  int same_copy = 0;
+  for (i64 i = 0; i < n; ++i) same_copy += to_f(pb_one[i]) == to_f(pb_per[i]);
+  CHECK(same_copy == n);
+  // And against the CPU twin run per run.
+  auto p = p0, m = m0, v = v0;
+  i64 b = 0;
+  for (int r = 0; r < runs.count; ++r) {
+    AdamWParams a = hp;
+    if (!runs.decay[r]) a.weight_decay = 0;
+    ref::adamw_step(p.data() + b, g.data() + b, m.data() + b, v.data() + b, runs.end[r] - b, a, 0.5);
+    b = runs.end[r];
+  }
+  CHECK(rel_err(p_one, p) < 1e-6);
+}
+
+TEST_CASE("adamw runs: merging, the kMax limit") {
+  DecayRuns r;
+  CHECK(r.push(4, true));
+  CHECK(r.push(9, true));  // same flag: merged
+  CHECK(r.count == 1);
+  CHECK(r.size() == 9);
+  for (int i = 1; i < DecayRuns::kMax; ++i) CHECK(r.push(9 + i, i % 2 == 0));
+  CHECK(r.count == DecayRuns::kMax);
+  CHECK_FALSE(r.push(100, DecayRuns::kMax % 2 == 0));  // a new run past kMax is refused, nothing appended
+  CHECK(r.size() == 9 + DecayRuns::kMax - 1);
+}

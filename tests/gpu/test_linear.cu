@@ -60,6 +60,24 @@ void check_linear(gpu::GemmContext& ctx, Shape s, bool with_bias, uint64_t seed)
   gpu::linear_forward(ctx, out_d.get(), x_d.get(), w_d.get(), with_bias ? b_d.get() : nullptr, s.M, s.K, s.N, 0);
   CHECK(rel_err(to_f(out_d.download()), out_ref) < 1e-2);
 
+  // A residual added in the epilogue: out = x W^T + b + r, into a separate buffer and in place (out = r).
+  {
+    const auto r = bf_round(randn_f(s.M * s.N, seed + 7));
+    std::vector<float> res_ref(out_ref.size());
+    ref::linear_forward(res_ref.data(), x.data(), w.data(), with_bias ? b.data() : nullptr, s.M, s.K, s.N, r.data());
+    CHECK(rel_err(minus_f(res_ref, r), out_ref) < 1e-5);  // the twin itself: exactly the linear plus r
+    auto r_d = to_device(to_bf(r));
+    gpu::DeviceBuffer<bf16> sum_d(s.M * s.N);
+    sum_d.poison();
+    gpu::linear_forward(ctx, sum_d.get(), x_d.get(), w_d.get(), with_bias ? b_d.get() : nullptr, s.M, s.K, s.N, 0,
+                        nullptr, false, r_d.get());
+    CHECK(rel_err(to_f(sum_d.download()), res_ref) < 1e-2);
+    // In place cuBLASLt may order the sum differently (split-K), so against the twin, not bit for bit.
+    gpu::linear_forward(ctx, r_d.get(), x_d.get(), w_d.get(), with_bias ? b_d.get() : nullptr, s.M, s.K, s.N, 0,
+                        nullptr, false, r_d.get());
+    CHECK(rel_err(to_f(r_d.download()), res_ref) < 1e-2);
+  }
+
   dx_d.poison();
   gpu::linear_backward(ctx, dx_d.get(), dweight_d.get(), with_bias ? dbias_d.get() : nullptr, dout_d.get(), x_d.get(),
                        w_d.get(), s.M, s.K, s.N, false, 0);
