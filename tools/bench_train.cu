@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -85,31 +84,11 @@ int main(int argc, char** argv) {
     cudaEvent_t e0, e1;
     CUDA_CHECK(cudaEventCreate(&e0));
     CUDA_CHECK(cudaEventCreate(&e1));
-    // VIT_BENCH_GRAPH=1 (an experiment, not the trainer's path): one step captured as a CUDA graph and
-    // replayed, to see how much of the step is launch overhead. The replays repeat the captured step's
-    // AdamW constants (its step number), which does not change the work.
-    const char* graph_env = std::getenv("VIT_BENCH_GRAPH");
-    const bool use_graph = graph_env && std::string(graph_env) == "1";
-    cudaGraphExec_t graph_exec = nullptr;
-    const float* last = nullptr;
-    if (use_graph) {
-      cudaGraph_t graph = nullptr;
-      s.step = warm;
-      CUDA_CHECK(cudaStreamBeginCapture(ops.stream(), cudaStreamCaptureModeThreadLocal));
-      last = train_step<CudaOps>(model, store, ops, loss, next, s).loss_sum;
-      CUDA_CHECK(cudaStreamEndCapture(ops.stream(), &graph));
-      CUDA_CHECK(cudaGraphInstantiate(&graph_exec, graph, 0));
-      CUDA_CHECK(cudaGraphDestroy(graph));
-      CUDA_CHECK(cudaGraphLaunch(graph_exec, ops.stream()));
-    }
     ops.synchronize();
     CUDA_CHECK(cudaEventRecord(e0, ops.stream()));
+    const float* last = nullptr;
     for (int i = 0; i < steps; ++i) {
       s.step = warm + i;
-      if (use_graph) {
-        CUDA_CHECK(cudaGraphLaunch(graph_exec, ops.stream()));
-        continue;
-      }
       // A profiler started with capture off (ncu --profile-from-start off) sees exactly one timed step.
       if (i == 0) CUDA_CHECK(cudaProfilerStart());
       last = train_step<CudaOps>(model, store, ops, loss, next, s).loss_sum;
@@ -120,7 +99,6 @@ int main(int argc, char** argv) {
     float ms = 0;
     CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
     ms /= steps;
-    if (graph_exec) CUDA_CHECK(cudaGraphExecDestroy(graph_exec));
     const float last_loss = ops.read_scalar(last);
     size_t free_b = 0, total_b = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
@@ -132,11 +110,11 @@ int main(int argc, char** argv) {
     const double state_gib = 16.0 * params / world->size() / 1073741824.0;
     std::printf("ENGINE model=%s rank=%d/%d bs=%d strategy=%s grads=%s img_s=%.0f step_ms=%.1f alloc_GiB=%.2f "
                 "device_used_GiB=%.2f zero3_state_formula_GiB=%.2f working_set_GiB=%.2f gflop_img=%.1f mfu=%.3f "
-                "host_ms_per_step=%.1f%s loss %.4f -> %.4f\n",
+                "host_ms_per_step=%.1f loss %.4f -> %.4f\n",
                 argv[1], world->rank(), world->size(), B, cfg.distributed.strategy.c_str(),
                 cfg.distributed.grad_reduce_dtype.c_str(), ips, ms, ops.memory_in_use() / 1073741824.0,
                 (total_b - free_b) / 1073741824.0, state_gib, ops.memory_in_use() / 1073741824.0 - state_gib, fl / 1e9,
-                ips * fl / (cfg.logging.peak_tflops * 1e12), host_step_ms, use_graph ? " (cuda graph)" : "", first_loss,
+                ips * fl / (cfg.logging.peak_tflops * 1e12), host_step_ms, first_loss,
                 last_loss);
     return 0;
   } catch (const std::exception& e) {
