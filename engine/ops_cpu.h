@@ -133,6 +133,9 @@ struct CpuOps {
   }
   void gelu_forward(Act* out, const Act* x, i64 n, bool tanh) { ref::gelu_forward<T>(out, x, n, tanh); }
   void gelu_backward(Act* dx, const Act* dout, const Act* x, i64 n, bool tanh) { ref::gelu_backward<T>(dx, dout, x, n, tanh); }
+  void gelu_backward_bias(Act* dx, Grad* db, const Act* dout, const Act* x, i64 rows, int cols, bool tanh) {
+    ref::gelu_backward_bias<T>(dx, db, dout, x, rows, cols, tanh);
+  }
   void add(Act* out, const Act* a, const Act* b, i64 n) { ref::add<T>(out, a, b, n); }
   void layer_scale_forward(Act* out, const Act* x, const Param* g, i64 rows, int C) {
     ref::layer_scale_forward<T>(out, x, g, rows, C);

@@ -150,6 +150,7 @@ struct CudaOps {
     }
     floats = std::max(floats, gpu::layernorm_backward_scratch_floats(rows * heads, hd));
     floats = std::max(floats, gpu::qk_norm_backward_scratch_floats(rows, heads, hd));
+    floats = std::max(floats, gpu::gelu_backward_bias_scratch_floats(rows, hidden));
     if (floats > scratch_floats_) {
       if (scratch_) cudaFree(scratch_);
       scratch_ = static_cast<float*>(alloc(floats * sizeof(float), "kernel scratch"));
@@ -240,6 +241,10 @@ struct CudaOps {
   void gelu_forward(Act* out, const Act* x, i64 n, bool tanh) { gpu::gelu_forward(out, x, n, tanh, stream_); }
   void gelu_backward(Act* dx, const Act* dout, const Act* x, i64 n, bool tanh) {
     gpu::gelu_backward(dx, dout, x, n, tanh, stream_);
+  }
+  void gelu_backward_bias(Act* dx, Grad* db, const Act* dout, const Act* x, i64 rows, int cols, bool tanh) {
+    VIT_ASSERT(gpu::gelu_backward_bias_scratch_floats(rows, cols) <= scratch_floats_, "scratch not prepared");
+    gpu::gelu_backward_bias(dx, db, dout, x, rows, cols, tanh, scratch_, stream_);
   }
   void add(Act* out, const Act* a, const Act* b, i64 n) { gpu::add(out, a, b, n, stream_); }
   void layer_scale_forward(Act* out, const Act* x, const Param* g, i64 rows, int C) {

@@ -79,11 +79,17 @@ struct Nodes {
     void forward(Ops& o) { o.attention_forward(out, lse, qkv, B, Tn, H, d, scale, drop); }
     void backward(Ops& o) { o.attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, drop); }
   };
+  // dbias (optional): the preceding linear's bias gradient, summed over the cols-wide rows of dx in the
+  // GELU backward's own pass (that linear then skips its column sums).
   struct Gelu {
     A* out; const A* x; i64 n; bool tanh;
     A* dout; A* dx;
+    G* dbias = nullptr; int cols = 0;
     void forward(Ops& o) { o.gelu_forward(out, x, n, tanh); }
-    void backward(Ops& o) { o.gelu_backward(dx, dout, x, n, tanh); }
+    void backward(Ops& o) {
+      if (dbias) return o.gelu_backward_bias(dx, dbias, dout, x, n / cols, cols, tanh);
+      o.gelu_backward(dx, dout, x, n, tanh);
+    }
   };
   // out = a + b. The model aliases the residual stream's gradient buffers (da == dout), so usually only the
   // branch side (db) needs work, and often not even that (db == dout too).

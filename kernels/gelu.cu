@@ -1,7 +1,10 @@
 // CUDA GELU (see gelu.h): bf16 in and out, fp32 math, 8 elements (16 bytes) per thread when the pointers
 // are 16-byte aligned, scalar otherwise; the n % 8 tail is handled by the first threads.
+#include <algorithm>
+
 #include "kernels/cuda_vec.cuh"
 #include "kernels/gelu.h"
+#include "kernels/partial_sums.cuh"
 
 namespace vit::gpu {
 namespace {
@@ -57,7 +60,107 @@ __global__ void __launch_bounds__(kThreads) gelu_backward_kernel(bf16* __restric
   if (t < n) dx[t] = __float2bfloat16(__bfloat162float(dout[t]) * gelu_grad(__bfloat162float(x[t]), tanh_approx));
 }
 
+// ---- GELU backward + bias gradient (see gelu.h) ----
+// Block (32, 8): 32 column lanes × 8 columns each (one 16-byte load of dout and of x per row) = 256 columns,
+// 8 row lanes; block (bx, by) covers rows [by·chunk, (by+1)·chunk). The 8 row lanes' column sums are combined
+// in a fixed order, so the result depends on the shape only.
+constexpr int kBColLanes = 32, kBRowLanes = 8, kBCols = 8, kBColsPerBlock = kBColLanes * kBCols;
+constexpr int kBTargetBlocks = 1024;  // a constant, not the SM count: the same bits on every GPU
+constexpr i64 kBMinRowsPerChunk = 64;
+
+template <bool kVec>
+__global__ void __launch_bounds__(kBColLanes* kBRowLanes)
+    gelu_backward_bias_kernel(bf16* __restrict__ dx, float* __restrict__ out, bool accumulate,
+                              const bf16* __restrict__ dout, const bf16* __restrict__ x, i64 rows, int cols,
+                              i64 rows_per_chunk, bool tanh_approx) {
+  __shared__ float red[kBRowLanes][kBColsPerBlock];
+  const int c0 = blockIdx.x * kBColsPerBlock + threadIdx.x * kBCols;
+  const i64 r0 = blockIdx.y * rows_per_chunk, r1 = min(rows, r0 + rows_per_chunk);
+  float acc[kBCols];
+#pragma unroll
+  for (int j = 0; j < kBCols; ++j) acc[j] = 0.f;
+  if (c0 < cols) {
+    for (i64 r = r0 + threadIdx.y; r < r1; r += kBRowLanes) {
+      const i64 o = r * cols + c0;
+      float v[kBCols], g[kBCols];
+      if constexpr (kVec) {  // cols % 8 == 0 and aligned rows: all 8 columns inside
+        load_bf16<kBCols>(x + o, v);
+        load_bf16<kBCols>(dout + o, g);
+#pragma unroll
+        for (int j = 0; j < kBCols; ++j) {
+          const bf16 d = __float2bfloat16(g[j] * gelu_grad(v[j], tanh_approx));
+          v[j] = __bfloat162float(d);
+          acc[j] += v[j];
+        }
+        store_bf16<kBCols>(dx + o, v);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kBCols; ++j)
+          if (c0 + j < cols) {
+            const bf16 d = __float2bfloat16(__bfloat162float(dout[o + j]) * gelu_grad(__bfloat162float(x[o + j]), tanh_approx));
+            dx[o + j] = d;
+            acc[j] += __bfloat162float(d);
+          }
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kBCols; ++j) red[threadIdx.y][threadIdx.x * kBCols + j] = acc[j];
+  __syncthreads();
+  const int t = threadIdx.y * kBColLanes + threadIdx.x;  // 256 threads, 256 columns
+  const int c = blockIdx.x * kBColsPerBlock + t;
+  if (c < cols) {
+    float s = 0.f;
+#pragma unroll
+    for (int k = 0; k < kBRowLanes; ++k) s += red[k][t];
+    if (accumulate)
+      out[c] += s;
+    else
+      out[(i64)blockIdx.y * cols + c] = s;
+  }
+}
+
+struct BiasGrid {
+  int col_blocks;
+  i64 chunks, rows_per_chunk;
+};
+// Chunks depend on the shape only (so do the summation order and the bits); chunks · cols fits the scratch.
+BiasGrid bias_grid(i64 rows, int cols) {
+  BiasGrid g;
+  g.col_blocks = (cols + kBColsPerBlock - 1) / kBColsPerBlock;
+  i64 chunks = (kBTargetBlocks + g.col_blocks - 1) / g.col_blocks;
+  chunks = std::min({chunks, (rows + kBMinRowsPerChunk - 1) / kBMinRowsPerChunk, (i64)detail::kMaxParts});
+  chunks = std::max<i64>(chunks, 1);
+  g.rows_per_chunk = (rows + chunks - 1) / chunks;
+  g.chunks = (rows + g.rows_per_chunk - 1) / g.rows_per_chunk;
+  return g;
+}
+
 }  // namespace
+
+i64 gelu_backward_bias_scratch_floats(i64 rows, int cols) {
+  const BiasGrid g = bias_grid(std::max<i64>(rows, 1), std::max(cols, 1));
+  return g.chunks > 1 ? g.chunks * cols : 0;
+}
+
+void gelu_backward_bias(bf16* dx, float* dbias, const bf16* dout, const bf16* x, i64 rows, int cols, bool tanh_approx,
+                        float* scratch, cudaStream_t stream) {
+  VIT_ASSERT(rows >= 0 && cols > 0, "gelu_backward_bias: bad shape ", rows, "x", cols);
+  if (rows == 0) return;
+  const BiasGrid g = bias_grid(rows, cols);
+  VIT_ASSERT(g.chunks == 1 || scratch, "gelu_backward_bias: needs scratch for ", rows, "x", cols);
+  const bool vec = cols % kBCols == 0 && aligned16(dx) && aligned16(dout) && aligned16(x);
+  const dim3 grid(g.col_blocks, (unsigned)g.chunks), block(kBColLanes, kBRowLanes);
+  float* out = g.chunks == 1 ? dbias : scratch;
+  if (vec)
+    gelu_backward_bias_kernel<true><<<grid, block, 0, stream>>>(dx, out, g.chunks == 1, dout, x, rows, cols,
+                                                                g.rows_per_chunk, tanh_approx);
+  else
+    gelu_backward_bias_kernel<false><<<grid, block, 0, stream>>>(dx, out, g.chunks == 1, dout, x, rows, cols,
+                                                                 g.rows_per_chunk, tanh_approx);
+  CUDA_CHECK_LAUNCH();
+  if (g.chunks > 1) detail::finish_partial_sums(dbias, nullptr, scratch, (int)g.chunks, cols, cols, stream);
+}
 
 void gelu_forward(bf16* out, const bf16* x, i64 n, bool tanh_approx, cudaStream_t stream) {
   if (n <= 0) return;

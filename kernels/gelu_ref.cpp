@@ -43,9 +43,17 @@ void gelu_backward(T* dx, const T* dout, const T* x, i64 n, bool tanh_approx) {
   for (i64 i = 0; i < n; ++i) dx[i] = dout[i] * gelu_grad(x[i], tanh_approx);
 }
 
-#define VIT_INSTANTIATE(T)                                          \
-  template void gelu_forward<T>(T*, const T*, i64, bool);           \
-  template void gelu_backward<T>(T*, const T*, const T*, i64, bool);
+template <class T>
+void gelu_backward_bias(T* dx, T* dbias, const T* dout, const T* x, i64 rows, int cols, bool tanh_approx) {
+  gelu_backward(dx, dout, x, rows * cols, tanh_approx);
+  for (i64 r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c) dbias[c] += dx[r * cols + c];
+}
+
+#define VIT_INSTANTIATE(T)                                                  \
+  template void gelu_forward<T>(T*, const T*, i64, bool);                   \
+  template void gelu_backward<T>(T*, const T*, const T*, i64, bool);        \
+  template void gelu_backward_bias<T>(T*, T*, const T*, const T*, i64, int, bool);
 VIT_INSTANTIATE(float)
 VIT_INSTANTIATE(double)
 #undef VIT_INSTANTIATE

@@ -190,11 +190,13 @@ class ViT {
       const i64 HH = d.hidden;
       A* f = lbuf<A>(o_f_, l);
       A* df = buf<A>(o_df_);
+      // fc1's bias gradient is summed by the GELU backward, which writes fc1's output gradient anyway.
+      G* dfc1_b = grd(b + "mlp.fc1.bias");
       tape_.run(typename Nd::Linear{f, ln2, prm(b + "mlp.fc1.weight"), prm(b + "mlp.fc1.bias"), rows, d.D, d.hidden,
-                                    df, dsm, grd(b + "mlp.fc1.weight"), grd(b + "mlp.fc1.bias"), false});
+                                    df, dsm, grd(b + "mlp.fc1.weight"), nullptr, false});
       A* g = lbuf<A>(o_g_, l);
       A* dg = buf<A>(o_dg_);
-      tape_.run(typename Nd::Gelu{g, f, rows * HH, mc_.act == "gelu_tanh", dg, df});
+      tape_.run(typename Nd::Gelu{g, f, rows * HH, mc_.act == "gelu_tanh", dg, df, dfc1_b, d.hidden});
       drop(g, dg, rows * HH, mc_.proj_drop_rate, site(l, 1));
       A* fc2_in = g;
       A* dfc2_in = dg;

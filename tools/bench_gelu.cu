@@ -68,6 +68,17 @@ int run() {
     bench::report(tanh_approx ? "gelu_fwd tanh 50432x3072" : "gelu_fwd erf 50432x3072", us_f, 0, 2 * act);
     bench::report(tanh_approx ? "gelu_bwd tanh 50432x3072" : "gelu_bwd erf 50432x3072", us_b, 0, 3 * act);
   }
+  // The backward fused with fc1's bias gradient (what the model runs) vs the plain backward: the difference
+  // is what the column sums cost inside the pass (a separate pass over dx costs ~85-110 us, run 35).
+  {
+    const i64 rows = 50432, cols = 3072;
+    gpu::DeviceBuffer<float> db(cols), scratch(gpu::gelu_backward_bias_scratch_floats(rows, cols));
+    db.poison(0);
+    const double us = timer.median_us(
+        [&] { gpu::gelu_backward_bias(d_dx.get(), db.get(), d_g.get(), d_x.get(), rows, cols, false, scratch.get(), 0); },
+        20);
+    bench::report("gelu_bwd erf + bias gradient 50432x3072", us, 0, 3 * act);
+  }
   return 0;
 }
 }  // namespace

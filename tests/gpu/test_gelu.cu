@@ -44,3 +44,62 @@ TEST_CASE("gelu gpu: forward and backward match the CPU reference") {
         CHECK(std::isnan(hd[outside]));
       }
 }
+
+// The fused GELU backward + bias gradient: dx as gelu_backward writes it (bit for bit), and the column sums
+// of that dx added onto an existing gradient. Shapes: one chunk and many (rows up to 9000), columns not a
+// multiple of the block's 256 nor of 8 (scalar path), a misaligned start (scalar path). The bias gradient sums
+// the stored bf16 dx in fp32: checked against the CPU sum of the GPU's own dx at 1e-5, and against the
+// float reference (unrounded dx) at the bf16 tolerance.
+TEST_CASE("gelu gpu: backward with the bias gradient = gelu_backward + column sums, accumulating") {
+  uint64_t seed = 9300;
+  struct S {
+    i64 rows;
+    int cols, off;
+  };
+  for (bool tanh_approx : {false, true})
+    for (S s : {S{1, 8, 0}, S{37, 264, 0}, S{9000, 3072, 0}, S{300, 13, 0}, S{129, 520, 1}}) {
+      CAPTURE(tanh_approx);
+      CAPTURE(s.rows);
+      CAPTURE(s.cols);
+      CAPTURE(s.off);
+      const i64 n = s.rows * s.cols;
+      const auto x = bf_round(randn_f(n, seed++, 3.f)), g = bf_round(randn_f(n, seed++));
+      const auto db0 = randn_f(s.cols, seed++);
+      std::vector<float> dx_ref(n), db_ref = db0;
+      ref::gelu_backward_bias(dx_ref.data(), db_ref.data(), g.data(), x.data(), s.rows, s.cols, tanh_approx);
+      std::vector<bf16> xh(n + 1), gh(n + 1);
+      for (i64 i = 0; i < n; ++i) xh[i + s.off] = to_bf(x[i]), gh[i + s.off] = to_bf(g[i]);
+      auto d_x = to_device(xh), d_g = to_device(gh);
+      auto d_db = to_device(db0);
+      gpu::DeviceBuffer<bf16> d_dx(n + 1), d_plain(n + 1);
+      gpu::DeviceBuffer<float> scratch(std::max<i64>(1, gpu::gelu_backward_bias_scratch_floats(s.rows, s.cols)));
+      d_dx.poison();
+      d_plain.poison();
+      scratch.poison();
+      gpu::gelu_backward_bias(d_dx.get() + s.off, d_db.get(), d_g.get() + s.off, d_x.get() + s.off, s.rows, s.cols,
+                              tanh_approx, scratch.get(), 0);
+      gpu::gelu_backward(d_plain.get() + s.off, d_g.get() + s.off, d_x.get() + s.off, n, tanh_approx, 0);
+      const auto hdx = d_dx.download(), hplain = d_plain.download();
+      int same = 0;
+      for (i64 i = 0; i < n; ++i) same += to_f(hdx[i + s.off]) == to_f(hplain[i + s.off]);
+      CHECK(same == n);  // the same dx as the plain kernel
+      const size_t outside = s.off == 0 ? (size_t)n : 0;
+      CHECK(std::isnan(to_f(hdx[outside])));
+      std::vector<float> gdx(n), db_own = db0;
+      for (i64 i = 0; i < n; ++i) gdx[i] = to_f(hdx[i + s.off]);
+      for (i64 r = 0; r < s.rows; ++r)
+        for (int c = 0; c < s.cols; ++c) db_own[c] += gdx[r * s.cols + c];
+      const auto db = d_db.download();
+      std::vector<float> added(s.cols), added_own(s.cols), added_ref(s.cols);
+      for (int c = 0; c < s.cols; ++c)
+        added[c] = db[c] - db0[c], added_own[c] = db_own[c] - db0[c], added_ref[c] = db_ref[c] - db0[c];
+      CHECK(rel_err(added, added_own) < 1e-5);
+      CHECK(rel_err(added, added_ref) < 5e-3);
+      CHECK(rel_err(gdx, dx_ref) < 5e-3);
+      // Deterministic: the same call again from the same start gives the same bits.
+      d_db.upload(db0);
+      gpu::gelu_backward_bias(d_dx.get() + s.off, d_db.get(), d_g.get() + s.off, d_x.get() + s.off, s.rows, s.cols,
+                              tanh_approx, scratch.get(), 0);
+      CHECK(d_db.download() == db);
+    }
+}
