@@ -89,8 +89,8 @@ struct CpuOps {
     ref::layernorm_forward<T>(out, mean, rstd, x, w, b, rows, C, eps);
   }
   void layernorm_backward(Act* dx, Grad* dw, Grad* db, const Act* dout, const Act* x, const Param* w, const Stat* mean,
-                          const Stat* rstd, i64 rows, int C, bool acc) {
-    ref::layernorm_backward<T>(dx, dw, db, dout, x, w, mean, rstd, rows, C, acc);
+                          const Stat* rstd, i64 rows, int C, bool acc, Grad* dsum = nullptr) {
+    ref::layernorm_backward<T>(dx, dw, db, dout, x, w, mean, rstd, rows, C, acc, dsum);
   }
   void attention_forward(Act* out, Stat* lse, const Act* qkv, int B, int Tn, int H, int d, double scale,
                          const AttnDropout& drop) {

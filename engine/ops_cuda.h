@@ -193,9 +193,9 @@ struct CudaOps {
     gpu::layernorm_forward(out, mean, rstd, x, w, b, rows, C, (float)eps, stream_);
   }
   void layernorm_backward(Act* dx, Grad* dw, Grad* db, const Act* dout, const Act* x, const Param* w, const Stat* mean,
-                          const Stat* rstd, i64 rows, int C, bool acc) {
+                          const Stat* rstd, i64 rows, int C, bool acc, Grad* dsum = nullptr) {
     VIT_ASSERT(gpu::layernorm_backward_scratch_floats(rows, C) <= scratch_floats_, "scratch not prepared");
-    gpu::layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, rows, C, acc, scratch_, stream_);
+    gpu::layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, rows, C, acc, scratch_, stream_, dsum);
   }
   void attention_forward(Act* out, Stat* lse, const Act* qkv, int B, int Tn, int H, int d, double scale,
                          const AttnDropout& drop) {

@@ -57,11 +57,14 @@ struct Nodes {
     void forward(Ops& o) { o.embed_forward(x, patch_tokens, cls, reg, pos, s); }
     void backward(Ops& o) { o.embed_backward(dpatch, dcls, dreg, dpos, dx, s); }
   };
+  // dsum (optional): += the column sums of dx as written. dx is the residual stream's gradient there, so
+  // that is the bias gradient of the linear that fed the stream just before (a Linear with a residual).
   struct LayerNorm {
     A* out; S* mean; S* rstd; const A* x; const P* w; const P* b; i64 rows; int C; double eps;
     A* dout; A* dx; G* dw; G* db; bool acc;
+    G* dsum = nullptr;
     void forward(Ops& o) { o.layernorm_forward(out, mean, rstd, x, w, b, rows, C, eps); }
-    void backward(Ops& o) { o.layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, rows, C, acc); }
+    void backward(Ops& o) { o.layernorm_backward(dx, dw, db, dout, x, w, mean, rstd, rows, C, acc, dsum); }
   };
   // residual (optional): out = x·Wᵀ + b + residual in one pass, a residual branch's last linear fused with
   // its skip connection. The skip's gradient is dout itself (the residual stream's buffer), so backward is

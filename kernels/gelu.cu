@@ -97,7 +97,8 @@ __global__ void __launch_bounds__(kBColLanes* kBRowLanes)
 #pragma unroll
         for (int j = 0; j < kBCols; ++j)
           if (c0 + j < cols) {
-            const bf16 d = __float2bfloat16(__bfloat162float(dout[o + j]) * gelu_grad(__bfloat162float(x[o + j]), tanh_approx));
+            const float xv = __bfloat162float(x[o + j]);
+            const bf16 d = __float2bfloat16(__bfloat162float(dout[o + j]) * gelu_grad(xv, tanh_approx));
             dx[o + j] = d;
             acc[j] += __bfloat162float(d);
           }

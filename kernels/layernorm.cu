@@ -80,14 +80,18 @@ __global__ void __launch_bounds__(kWarps * 32)
 // warps in flight to cover memory latency without spilling the per-lane dweight/dbias partials.
 constexpr int bwd_min_blocks(int vpl) { return vpl <= 3 ? 4 : vpl == 4 ? 3 : 2; }
 
-// partial: gridDim.x rows of 2C floats (dweight partials, then dbias partials). ACC: dx += instead of =
-// (a template parameter so the plain kernel holds no registers for the old dx).
-template <int VPL, bool ACC>
+// partial: gridDim.x rows of 2C floats (dweight partials, then dbias partials), then with SUM gridDim.x rows
+// of C floats (dsum partials: column sums of the stored dx). ACC: dx += instead of =. Both are template
+// parameters so the plain kernel holds no registers for the old dx or the extra sums.
+template <int VPL, bool ACC, bool SUM>
 __global__ void __launch_bounds__(kWarps * 32, bwd_min_blocks(VPL))
     ln_backward_vec(bf16* __restrict__ dx, float* __restrict__ partial, const bf16* __restrict__ dout,
                     const bf16* __restrict__ x, const bf16* __restrict__ weight, const float* __restrict__ mean,
                     const float* __restrict__ rstd, i64 rows, int C, float inv_c) {
   __shared__ float red[2 * VPL * 256];
+  // dsum partials per warp in shared memory, not registers (the row and the dweight/dbias partials already
+  // fill the register budget; the extra 8·VPL accumulators made the compiler spill).
+  __shared__ float wsum[SUM ? kWarps * VPL * 256 : 1];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int nv = C >> 3;
   uint4 wraw[VPL];  // weight kept packed (bf16) in registers: 4 registers per vector instead of 8
@@ -98,6 +102,9 @@ __global__ void __launch_bounds__(kWarps * 32, bwd_min_blocks(VPL))
 #pragma unroll
     for (int j = 0; j < 8; ++j) dw[k][j] = db[k][j] = 0.f;
   }
+  float* my_sum = wsum + (SUM ? warp * C : 0);  // this warp's C partial column sums of dx
+  if constexpr (SUM)
+    for (int c = lane; c < C; c += 32) my_sum[c] = 0.f;
   const i64 stride = (i64)gridDim.x * kWarps;
   for (i64 row = (i64)blockIdx.x * kWarps + warp; row < rows; row += stride) {
     const uint4* xr = reinterpret_cast<const uint4*>(x + row * C);
@@ -152,7 +159,17 @@ __global__ void __launch_bounds__(kWarps * 32, bwd_min_blocks(VPL))
 #pragma unroll
           for (int j = 0; j < 8; ++j) o[j] += old[j];
         }
-        dr[vi] = pack8(o);
+        const uint4 packed = pack8(o);
+        dr[vi] = packed;
+        if constexpr (SUM) {  // the bf16 values stored, as the weight-gradient GEMM sees them
+          float st[8];
+          unpack8(packed, st);
+          float4* s4 = reinterpret_cast<float4*>(my_sum + vi * 8);
+          float4 a = s4[0], b = s4[1];
+          a.x += st[0], a.y += st[1], a.z += st[2], a.w += st[3];
+          b.x += st[4], b.y += st[5], b.z += st[6], b.w += st[7];
+          s4[0] = a, s4[1] = b;
+        }
       }
     }
   }
@@ -175,6 +192,15 @@ __global__ void __launch_bounds__(kWarps * 32, bwd_min_blocks(VPL))
   }
   float* dst = partial + (i64)blockIdx.x * 2 * C;
   for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) dst[i] = red[i];
+  if constexpr (SUM) {  // the warps' column sums, added in warp order (every warp's stores are behind the barriers)
+    float* sdst = partial + (i64)gridDim.x * 2 * C + (i64)blockIdx.x * C;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+      float t = 0.f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) t += wsum[w * C + i];
+      sdst[i] = t;
+    }
+  }
 }
 
 // ---------------------------------------------------------------- general path: any C, any alignment
@@ -261,6 +287,26 @@ __global__ void __launch_bounds__(32 * kColLanes)
   }
 }
 
+// General path's dsum: block (32 columns, kColLanes row lanes) sums rows [r0, r1) of dx for its columns into
+// row blockIdx.y of partial (C floats per row).
+__global__ void __launch_bounds__(32 * kColLanes)
+    column_sums_generic(float* __restrict__ partial, const bf16* __restrict__ dx, i64 rows, int C,
+                        i64 rows_per_part) {
+  __shared__ float red[kColLanes][33];
+  const int c = blockIdx.x * 32 + threadIdx.x;
+  const i64 r0 = (i64)blockIdx.y * rows_per_part, r1 = min(rows, r0 + rows_per_part);
+  float s = 0.f;
+  if (c < C)
+    for (i64 r = r0 + threadIdx.y; r < r1; r += kColLanes) s += __bfloat162float(dx[r * C + c]);
+  red[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < C) {
+    float t = 0.f;
+    for (int k = 0; k < kColLanes; ++k) t += red[k][threadIdx.x];
+    partial[(i64)blockIdx.y * C + c] = t;
+  }
+}
+
 // Vectors per lane of the fast path for C, or 0 when C needs the general path.
 int fast_vpl(int C) {
   if (C % 8 != 0 || C > kMaxVpl * 256) return 0;
@@ -275,24 +321,28 @@ void launch_forward(bf16* out, float* mean, float* rstd, const bf16* x, const bf
   CUDA_CHECK_LAUNCH();
 }
 
-template <int VPL, bool ACC>
+template <int VPL, bool ACC, bool SUM>
 int launch_backward_impl(bf16* dx, float* partial, const bf16* dout, const bf16* x, const bf16* w, const float* mean,
                          const float* rstd, i64 rows, int C, cudaStream_t stream) {
   // One wave of resident blocks: every warp then walks about the same number of rows.
   int per_sm = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ln_backward_vec<VPL, ACC>, kWarps * 32, 0));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, ln_backward_vec<VPL, ACC, SUM>, kWarps * 32, 0));
   const i64 want = (i64)std::max(per_sm, 1) * sm_count();
   const int parts = (int)std::min<i64>({want, (rows + kWarps - 1) / kWarps, (i64)kMaxParts});
-  ln_backward_vec<VPL, ACC><<<parts, kWarps * 32, 0, stream>>>(dx, partial, dout, x, w, mean, rstd, rows, C, 1.f / C);
+  ln_backward_vec<VPL, ACC, SUM>
+      <<<parts, kWarps * 32, 0, stream>>>(dx, partial, dout, x, w, mean, rstd, rows, C, 1.f / C);
   CUDA_CHECK_LAUNCH();
   return parts;
 }
 
 template <int VPL>
 int launch_backward(bf16* dx, float* partial, const bf16* dout, const bf16* x, const bf16* w, const float* mean,
-                    const float* rstd, i64 rows, int C, bool acc, cudaStream_t stream) {
-  return acc ? launch_backward_impl<VPL, true>(dx, partial, dout, x, w, mean, rstd, rows, C, stream)
-             : launch_backward_impl<VPL, false>(dx, partial, dout, x, w, mean, rstd, rows, C, stream);
+                    const float* rstd, i64 rows, int C, bool acc, bool sum, cudaStream_t stream) {
+  if (sum)
+    return acc ? launch_backward_impl<VPL, true, true>(dx, partial, dout, x, w, mean, rstd, rows, C, stream)
+               : launch_backward_impl<VPL, false, true>(dx, partial, dout, x, w, mean, rstd, rows, C, stream);
+  return acc ? launch_backward_impl<VPL, true, false>(dx, partial, dout, x, w, mean, rstd, rows, C, stream)
+             : launch_backward_impl<VPL, false, false>(dx, partial, dout, x, w, mean, rstd, rows, C, stream);
 }
 
 bool all_aligned(std::initializer_list<const void*> ps) {
@@ -322,22 +372,26 @@ void layernorm_forward(bf16* out, float* mean, float* rstd, const bf16* x, const
   }
 }
 
-i64 layernorm_backward_scratch_floats(i64 rows, int C) { return 2 * (i64)C * std::min<i64>(std::max<i64>(rows, 1), kMaxParts); }
+// dweight, dbias and dsum partials: 3 C floats per part.
+i64 layernorm_backward_scratch_floats(i64 rows, int C) {
+  return 3 * (i64)C * std::min<i64>(std::max<i64>(rows, 1), kMaxParts);
+}
 
 void layernorm_backward(bf16* dx, float* dweight, float* dbias, const bf16* dout, const bf16* x, const bf16* weight,
                         const float* mean, const float* rstd, i64 rows, int C, bool dx_accumulate, float* scratch,
-                        cudaStream_t stream) {
+                        cudaStream_t stream, float* dsum) {
   VIT_ASSERT(C > 0 && rows >= 0, "layernorm_backward: rows=", rows, " C=", C);
   if (rows == 0) return;
   const int vpl = all_aligned({dx, dout, x, weight}) ? fast_vpl(C) : 0;
   int parts = 0;
+  const bool acc = dx_accumulate, sum = dsum != nullptr;
   switch (vpl) {
-    case 1: parts = launch_backward<1>(dx, scratch, dout, x, weight, mean, rstd, rows, C, dx_accumulate, stream); break;
-    case 2: parts = launch_backward<2>(dx, scratch, dout, x, weight, mean, rstd, rows, C, dx_accumulate, stream); break;
-    case 3: parts = launch_backward<3>(dx, scratch, dout, x, weight, mean, rstd, rows, C, dx_accumulate, stream); break;
-    case 4: parts = launch_backward<4>(dx, scratch, dout, x, weight, mean, rstd, rows, C, dx_accumulate, stream); break;
-    case 5: parts = launch_backward<5>(dx, scratch, dout, x, weight, mean, rstd, rows, C, dx_accumulate, stream); break;
-    case 6: parts = launch_backward<6>(dx, scratch, dout, x, weight, mean, rstd, rows, C, dx_accumulate, stream); break;
+    case 1: parts = launch_backward<1>(dx, scratch, dout, x, weight, mean, rstd, rows, C, acc, sum, stream); break;
+    case 2: parts = launch_backward<2>(dx, scratch, dout, x, weight, mean, rstd, rows, C, acc, sum, stream); break;
+    case 3: parts = launch_backward<3>(dx, scratch, dout, x, weight, mean, rstd, rows, C, acc, sum, stream); break;
+    case 4: parts = launch_backward<4>(dx, scratch, dout, x, weight, mean, rstd, rows, C, acc, sum, stream); break;
+    case 5: parts = launch_backward<5>(dx, scratch, dout, x, weight, mean, rstd, rows, C, acc, sum, stream); break;
+    case 6: parts = launch_backward<6>(dx, scratch, dout, x, weight, mean, rstd, rows, C, acc, sum, stream); break;
     default: {
       ln_backward_dx_generic<<<(unsigned)((rows + kGenWarps - 1) / kGenWarps), kGenWarps * 32, 0, stream>>>(
           dx, dout, x, weight, mean, rstd, rows, C, 1.f / C, dx_accumulate);
@@ -349,9 +403,15 @@ void layernorm_backward(bf16* dx, float* dweight, float* dbias, const bf16* dout
       ln_backward_param_generic<<<dim3((C + 31) / 32, parts), dim3(32, kColLanes), 0, stream>>>(
           scratch, dout, x, mean, rstd, rows, C, rows_per_part);
       CUDA_CHECK_LAUNCH();
+      if (dsum) {
+        column_sums_generic<<<dim3((C + 31) / 32, parts), dim3(32, kColLanes), 0, stream>>>(
+            scratch + (i64)parts * 2 * C, dx, rows, C, rows_per_part);
+        CUDA_CHECK_LAUNCH();
+      }
     }
   }
   finish_partial_sums(dweight, dbias, scratch, parts, C, 2 * C, stream);
+  if (dsum) finish_partial_sums(dsum, nullptr, scratch + (i64)parts * 2 * C, parts, C, C, stream);
 }
 
 }  // namespace vit::gpu

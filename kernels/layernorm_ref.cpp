@@ -31,7 +31,7 @@ void layernorm_forward(T* out, T* mean, T* rstd, const T* x, const T* weight, co
 
 template <class T>
 void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const T* mean,
-                        const T* rstd, i64 rows, int C, bool dx_accumulate) {
+                        const T* rstd, i64 rows, int C, bool dx_accumulate, T* dsum) {
   // dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)), g = dout · weight.
 #pragma omp parallel for schedule(static) if (rows * C >= kOmpMinWork)
   for (i64 r = 0; r < rows; ++r) {
@@ -59,7 +59,7 @@ void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, 
 #pragma omp parallel for schedule(static) if (rows * C >= kOmpMinWork)
   for (int blk = 0; blk < nblk; ++blk) {
     const int c0 = blk * kCols, c1 = std::min(C, c0 + kCols);
-    double sw[kCols] = {}, sb[kCols] = {};
+    double sw[kCols] = {}, sb[kCols] = {}, sd[kCols] = {};
     for (i64 r = 0; r < rows; ++r) {
       const double mu = mean[r], rs = rstd[r];
       const T* xr = x + r * C;
@@ -67,11 +67,13 @@ void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, 
       for (int c = c0; c < c1; ++c) {
         sw[c - c0] += (double)gr[c] * ((xr[c] - mu) * rs);
         sb[c - c0] += gr[c];
+        if (dsum) sd[c - c0] += dx[r * C + c];
       }
     }
     for (int c = c0; c < c1; ++c) {
       dweight[c] += (T)sw[c - c0];
       dbias[c] += (T)sb[c - c0];
+      if (dsum) dsum[c] += (T)sd[c - c0];
     }
   }
 }
@@ -79,7 +81,7 @@ void layernorm_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, 
 #define VIT_INSTANTIATE(T)                                                                               \
   template void layernorm_forward<T>(T*, T*, T*, const T*, const T*, const T*, i64, int, double);       \
   template void layernorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, i64, \
-                                      int, bool);
+                                      int, bool, T*);
 VIT_INSTANTIATE(float)
 VIT_INSTANTIATE(double)
 #undef VIT_INSTANTIATE

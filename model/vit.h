@@ -181,12 +181,15 @@ class ViT {
                                          rows, d.D, 1e-6, dproj_in, datt, grd(b + "attn.norm.weight"),
                                          grd(b + "attn.norm.bias"), false});
       }
-      branch(b, "attn.proj", "ls1", proj_in, dproj_in, h, x, dres, rows, n, l, 1, dseed, train);
+      // norm2's backward sums proj's bias gradient when proj adds the skip connection itself (same unit, so
+      // the same gradient buffer; fc2's next norm is in the next unit, whose gradients FSDP keeps elsewhere).
+      G* proj_bias = branch(b, "attn.proj", "ls1", proj_in, dproj_in, h, x, dres, rows, n, l, 1, dseed, train, true);
       // MLP branch: norm2 -> fc1 -> act -> drop -> fc2 -> drop -> ls2 -> drop_path
       A* ln2 = lbuf<A>(o_ln2_, l);
       S* st2 = lbuf<S>(o_st2_, l);
       tape_.run(typename Nd::LayerNorm{ln2, st2, st2 + rows, h, prm(b + "norm2.weight"), prm(b + "norm2.bias"), rows,
-                                       d.D, 1e-6, dsm, dres, grd(b + "norm2.weight"), grd(b + "norm2.bias"), true});
+                                       d.D, 1e-6, dsm, dres, grd(b + "norm2.weight"), grd(b + "norm2.bias"), true,
+                                       proj_bias});
       const i64 HH = d.hidden;
       A* f = lbuf<A>(o_f_, l);
       A* df = buf<A>(o_df_);
@@ -210,7 +213,7 @@ class ViT {
                                          d.hidden, 1e-6, dfc2_in, dg, grd(b + "mlp.norm.weight"), grd(b + "mlp.norm.bias"),
                                          false});
       }
-      branch(b, "mlp.fc2", "ls2", fc2_in, dfc2_in, xout, h, dres, rows, n, l, 2, dseed, train);
+      branch(b, "mlp.fc2", "ls2", fc2_in, dfc2_in, xout, h, dres, rows, n, l, 2, dseed, train, false);
       tape_.run(typename Nd::Unit{u, false, &store});
       x = xout;
     }
@@ -356,8 +359,11 @@ class ViT {
   // The tail of a residual branch: y = x_in + drop_path(ls(drop(linear(inp)))). The branch's output
   // gradient is the residual gradient itself (the Add aliases it), so only ops inside the branch that
   // change it need buffers: they write into the two branch scratch buffers, never into dres.
-  void branch(const std::string& b, const std::string& lin, const std::string& ls, A* inp,
-              A* dinp, A* y, A* x_in, A* dres, i64 rows, int n, int l, int which, uint64_t dseed, bool train) {
+  // With nothing between the linear and the add, the linear adds x_in itself (GEMM epilogue); then, with
+  // defer_bias, its bias gradient (the column sums of dres) is left to the next norm's backward, which
+  // writes dres anyway: the gradient slot is returned for that norm's dsum. Otherwise returns null.
+  G* branch(const std::string& b, const std::string& lin, const std::string& ls, A* inp, A* dinp, A* y, A* x_in,
+            A* dres, i64 rows, int n, int l, int which, uint64_t dseed, bool train, bool defer_bias) {
     const ModelDims& d = d_;
     const int K = which == 1 ? d.D : d.hidden;
     const bool has_ls = mc_.init_values > 0;
@@ -379,9 +385,10 @@ class ViT {
 
     if (!has_ls && !has_drop && !has_dp) {
       // Nothing between the linear and the skip connection: y = x_in + linear(inp) in the GEMM's epilogue.
+      G* db = grd(b + lin + ".bias");
       tape_.run(typename Nd::Linear{y, inp, prm(b + lin + ".weight"), prm(b + lin + ".bias"), rows, K, d.D, dres,
-                                    dinp, grd(b + lin + ".weight"), grd(b + lin + ".bias"), false, x_in});
-      return;
+                                    dinp, grd(b + lin + ".weight"), defer_bias ? nullptr : db, false, x_in});
+      return defer_bias ? db : nullptr;
     }
     A* out = has_ls ? lbuf<A>(which == 1 ? o_pr_ : o_mo_, l) : buf<A>(o_brs_);
     tape_.run(typename Nd::Linear{out, inp, prm(b + lin + ".weight"), prm(b + lin + ".bias"), rows, K, d.D,
@@ -402,6 +409,7 @@ class ViT {
                                       g_after_dp});
     }
     tape_.run(typename Nd::Add{y, x_in, cur, rows * d.D, dres, dres, dres});
+    return nullptr;
   }
 
   template <class X>

@@ -59,7 +59,9 @@ struct LnShape {
   int offset;  // 0: aligned; 1: every activation pointer misaligned (general path)
 };
 
-void check_layernorm(const LnShape& s, bool acc, uint64_t seed) {
+// with_sum: also dsum += the column sums of the stored dx (checked against the CPU sum of the GPU's own dx,
+// 1e-5, and against the float twin's unrounded dx at the bf16 tolerance).
+void check_layernorm(const LnShape& s, bool acc, uint64_t seed, bool with_sum = false) {
   const i64 rows = s.rows;
   const int C = s.C;
   const size_t n = (size_t)rows * C;
@@ -72,18 +74,19 @@ void check_layernorm(const LnShape& s, bool acc, uint64_t seed) {
   const auto b = bf_round(randn_f(C, seed + 2, 0.2f));
   const auto g = bf_round(randn_f(n, seed + 3));
   const auto dx0 = bf_round(randn_f(n, seed + 4));
-  const auto dw0 = randn_f(C, seed + 5), db0 = randn_f(C, seed + 6);
+  const auto dw0 = randn_f(C, seed + 5), db0 = randn_f(C, seed + 6), ds0 = randn_f(C, seed + 7);
 
   // CPU twin in float.
-  std::vector<float> out(n), mean(rows), rstd(rows), dx = dx0, dw = dw0, db = db0;
+  std::vector<float> out(n), mean(rows), rstd(rows), dx = dx0, dw = dw0, db = db0, ds = ds0;
   ref::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), rows, C, kEps);
   ref::layernorm_backward(dx.data(), dw.data(), db.data(), g.data(), x.data(), w.data(), mean.data(), rstd.data(), rows,
-                          C, acc);
+                          C, acc, with_sum ? ds.data() : nullptr);
 
   Offset<bf16> d_x(to_bf(x), s.offset), d_g(to_bf(g), s.offset), d_out(std::vector<bf16>(n), s.offset);
   Offset<bf16> d_dx(to_bf(dx0), s.offset);
   auto d_w = to_device(to_bf(w)), d_b = to_device(to_bf(b));
   gpu::DeviceBuffer<float> d_mean(rows), d_rstd(rows), d_dw = to_device(dw0), d_db = to_device(db0);
+  gpu::DeviceBuffer<float> d_ds = to_device(ds0);
   gpu::DeviceBuffer<float> scratch(gpu::layernorm_backward_scratch_floats(rows, C));
   d_out.buf.poison();
   d_mean.poison();
@@ -93,8 +96,23 @@ void check_layernorm(const LnShape& s, bool acc, uint64_t seed) {
 
   gpu::layernorm_forward(d_out.get(), d_mean.get(), d_rstd.get(), d_x.get(), d_w.get(), d_b.get(), rows, C, kEps, 0);
   gpu::layernorm_backward(d_dx.get(), d_dw.get(), d_db.get(), d_g.get(), d_x.get(), d_w.get(), d_mean.get(),
-                          d_rstd.get(), rows, C, acc, scratch.get(), 0);
+                          d_rstd.get(), rows, C, acc, scratch.get(), 0, with_sum ? d_ds.get() : nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
+  if (with_sum) {
+    const auto gdx = to_f(d_dx.download());
+    std::vector<double> own(C, 0.0);
+    for (i64 r = 0; r < rows; ++r)
+      for (int c = 0; c < C; ++c) own[c] += gdx[r * C + c];
+    const auto got = d_ds.download();
+    std::vector<float> added(C), added_own(C), added_ref(C);
+    for (int c = 0; c < C; ++c)
+      added[c] = got[c] - ds0[c], added_own[c] = (float)own[c], added_ref[c] = ds[c] - ds0[c];
+    INFO("dsum rows=", rows, " C=", C, " offset=", s.offset, " acc=", acc);
+    CHECK(rel_err(added, added_own) < 1e-5);
+    CHECK(rel_err(added, added_ref) < 5e-3);
+  } else {
+    CHECK(d_ds.download() == ds0);  // no dsum: untouched
+  }
 
   const double e_out = rel_err(to_f(d_out.download()), out);
   const double e_mean = rel_err(d_mean.download(), mean), e_rstd = rel_err(d_rstd.download(), rstd);
@@ -118,6 +136,13 @@ TEST_CASE("layernorm gpu: matches the CPU reference on fast and general paths") 
                     LnShape{7, 1280, 0}, LnShape{9, 1536, 0}, LnShape{33, 200, 0}, LnShape{3, 5, 0},
                     LnShape{17, 37, 0}, LnShape{300, 2056, 0}, LnShape{50, 768, 1}, LnShape{2500, 40, 0}})
     for (bool acc : {false, true}) check_layernorm(s, acc, seed += 10);
+}
+
+TEST_CASE("layernorm gpu: backward with dsum (the column sums of dx) on fast and general paths") {
+  uint64_t seed = 9500;
+  for (LnShape s : {LnShape{1, 768, 0}, LnShape{5000, 768, 0}, LnShape{130, 1024, 0}, LnShape{9, 1536, 0},
+                    LnShape{17, 37, 0}, LnShape{300, 2056, 0}, LnShape{50, 768, 1}})
+    for (bool acc : {false, true}) check_layernorm(s, acc, seed += 10, true);
 }
 
 TEST_CASE("layernorm gpu: backward is deterministic") {
