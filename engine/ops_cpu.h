@@ -97,8 +97,10 @@ struct CpuOps {
     ref::attention_forward<T>(out, lse, qkv, B, Tn, H, d, scale, drop);
   }
   void attention_backward(Act* dqkv, const Act* dout, const Act* qkv, const Act* out, const Stat* lse, int B, int Tn, int H,
-                          int d, double scale, const AttnDropout& drop) {
+                          int d, double scale, const AttnDropout& drop,
+                          Grad* dbias = nullptr) {
     ref::attention_backward<T>(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, drop);
+    if (dbias) ref::qkv_bias_grad<T>(dbias, dqkv, B, Tn, H, d);
   }
   void patch_keep_indices(int* idx, int B, int Np, int keep, uint64_t seed, uint64_t site) {
     ref::patch_keep_indices(idx, B, Np, keep, seed, site);

@@ -202,9 +202,10 @@ struct CudaOps {
     gpu::attention_forward(out, lse, qkv, B, Tn, H, d, (float)scale, stream_, drop);
   }
   void attention_backward(Act* dqkv, const Act* dout, const Act* qkv, const Act* out, const Stat* lse, int B, int Tn,
-                          int H, int d, double scale, const AttnDropout& drop) {
+                          int H, int d, double scale, const AttnDropout& drop,
+                          Grad* dbias = nullptr) {
     VIT_ASSERT(gpu::attention_backward_workspace_bytes(B, Tn, H, d) <= workspace_bytes_, "workspace not prepared");
-    gpu::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, (float)scale, workspace_, stream_, drop);
+    gpu::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, (float)scale, workspace_, stream_, drop, dbias);
   }
   void patch_keep_indices(int* idx, int B, int Np, int keep, uint64_t seed, uint64_t site) {
     gpu::patch_keep_indices(idx, B, Np, keep, seed, site, stream_);

@@ -76,11 +76,14 @@ struct Nodes {
     void forward(Ops& o) { o.linear_forward(out, x, w, b, M, K, N, residual); }
     void backward(Ops& o) { o.linear_backward(dx, dw, db, dout, x, w, M, K, N, acc); }
   };
-  struct Attention {  // drop: attention dropout (p = 0: none); its mask is regenerated in backward
+  // drop: attention dropout (p = 0: none); its mask is regenerated in backward. dbias (optional): the qkv
+  // linear's bias gradient (column sums of dqkv), summed by the attention backward (that linear skips its own).
+  struct Attention {
     A* out; S* lse; const A* qkv; int B, Tn, H, d; double scale;
     A* dout; A* dqkv; AttnDropout drop;
+    G* dbias = nullptr;
     void forward(Ops& o) { o.attention_forward(out, lse, qkv, B, Tn, H, d, scale, drop); }
-    void backward(Ops& o) { o.attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, drop); }
+    void backward(Ops& o) { o.attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, drop, dbias); }
   };
   // dbias (optional): the preceding linear's bias gradient, summed over the cols-wide rows of dx in the
   // GELU backward's own pass (that linear then skips its column sums).

@@ -12,6 +12,8 @@
 #include "kernels/attention_fwd_m32.h"
 #include "kernels/attention_fwd_wg.h"
 #include "kernels/attention_tiles.cuh"
+#include "kernels/column_sums.h"
+#include "kernels/partial_sums.cuh"
 
 namespace vit::gpu {
 namespace attn {
@@ -244,9 +246,10 @@ void simple_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* 
   CUDA_CHECK_LAUNCH();
 }
 
+// The flash/simple backwards' D (B·H·T floats), then the qkv bias gradient's partials (B rows of 3·H·d).
+i64 d_region_bytes(int B, int Tn, int H) { return ((i64)B * H * Tn * (i64)sizeof(float) + 255) / 256 * 256; }
 i64 workspace_bytes(int B, int Tn, int H, int d) {
-  const i64 bytes = (i64)B * H * Tn * (i64)sizeof(float);
-  return (bytes + 255) / 256 * 256;
+  return d_region_bytes(B, Tn, H) + (i64)B * 3 * H * d * (i64)sizeof(float);
 }
 
 const char* variant_name(Variant v) {
@@ -300,25 +303,34 @@ void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, i
 }
 
 void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
-              int Tn, int H, int d, float scale, void* workspace, cudaStream_t stream, const AttnDropout& drop) {
+              int Tn, int H, int d, float scale, void* workspace, cudaStream_t stream, const AttnDropout& drop,
+              float* dbias) {
   check_args(B, Tn, H, d, scale);
   attn_mask::check(drop, B, Tn, H);
   const MaskParams mk = mask_params(drop);
   VIT_REQUIRE(workspace != nullptr, "attention: backward needs attention_backward_workspace_bytes() of workspace");
   VIT_REQUIRE((reinterpret_cast<std::uintptr_t>(workspace) & 3) == 0, "attention: workspace must be 4-byte aligned");
   float* Dws = static_cast<float*>(workspace);
+  float* bias_part = reinterpret_cast<float*>(static_cast<char*>(workspace) + d_region_bytes(B, Tn, H));
+  const int ncol = 3 * H * d;
+  bool bias_done = false;
   if (v != Variant::simple) {
     VIT_REQUIRE(flash_supports(d), "attention: the fused kernels are built for head dims 32, 64, 80, 96, 128, not ", d);
     VIT_REQUIRE(aligned16(dqkv) && aligned16(dout) && aligned16(qkv) && aligned16(out),
                 "attention: qkv, out, dout and dqkv must be 16-byte aligned");
     if ((v == Variant::resident || v == Variant::fast || v == Variant::m32 || v == Variant::wg) &&
-        resident_backward_supports(Tn, d))
-      resident_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, mk, stream);  // needs no workspace
-    else
+        resident_backward_supports(Tn, d)) {
+      // The D region is not needed here; the bias partials (one row per sample) are.
+      resident_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, mk, stream, dbias ? bias_part : nullptr);
+      if (dbias) detail::finish_partial_sums(dbias, nullptr, bias_part, B, ncol, ncol, stream);
+      bias_done = true;
+    } else {
       flash_backward(v, dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, mk, Dws, stream);
+    }
   } else {
     simple_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, mk, Dws, stream);
   }
+  if (dbias && !bias_done) column_sums(dbias, dqkv, (i64)B * Tn, ncol, bias_part, (i64)B * ncol, stream);
 }
 
 }  // namespace attn
@@ -347,8 +359,10 @@ void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, in
 i64 attention_backward_workspace_bytes(int B, int Tn, int H, int d) { return attn::workspace_bytes(B, Tn, H, d); }
 
 void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
-                        int H, int d, float scale, void* workspace, cudaStream_t stream, const AttnDropout& drop) {
-  attn::backward(attn::default_variant(d), dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, workspace, stream, drop);
+                        int H, int d, float scale, void* workspace, cudaStream_t stream, const AttnDropout& drop,
+                        float* dbias) {
+  attn::backward(attn::default_variant(d), dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, workspace, stream, drop,
+                 dbias);
 }
 
 }  // namespace vit::gpu

@@ -16,6 +16,10 @@ void attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int H, int d
 template <class T>
 void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B, int Tn, int H, int d,
                         double scale, const AttnDropout& drop = {});
+// dbias[c] += Σ over the B·T rows of dqkv[row, c], c < 3·H·d: the qkv linear's bias gradient, which the GPU
+// backward sums in its own pass (see gpu::attention_backward).
+template <class T>
+void qkv_bias_grad(T* dbias, const T* dqkv, int B, int Tn, int H, int d);
 }  // namespace vit::ref
 
 namespace vit::gpu {
@@ -23,6 +27,9 @@ namespace vit::gpu {
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
                        cudaStream_t stream, const AttnDropout& drop = {});
 i64 attention_backward_workspace_bytes(int B, int Tn, int H, int d);
+// dbias (optional, fp32, 3·H·d): += the column sums of dqkv as stored, i.e. the qkv linear's bias gradient,
+// so that linear needs no pass of its own over dqkv (the resident backward sums while it writes).
 void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
-                        int H, int d, float scale, void* workspace, cudaStream_t stream, const AttnDropout& drop = {});
+                        int H, int d, float scale, void* workspace, cudaStream_t stream, const AttnDropout& drop = {},
+                        float* dbias = nullptr);
 }  // namespace vit::gpu

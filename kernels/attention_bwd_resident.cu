@@ -16,6 +16,11 @@
 // the prologue, while K and V are in flight; queries past T get lse = +inf, so P = 0 there with no branch.
 // Keys past T are masked explicitly (their Sᵀ row is 0, and exp(−lse) alone could overflow).
 //
+// With bias_part (the qkv linear's bias gradient fused in): the CTA also sums the dQ, dK, dV values it stores
+// (bf16, as the weight-gradient GEMM reads them) over its T rows, per column: each warp folds its rows with
+// shuffles into its own shared-memory row at the end, and the warps' rows are added in warp order into row b
+// of bias_part (B rows of 3·H·D), which a finishing kernel sums over b. Deterministic like the rest.
+//
 // Attention dropout (kDropout, separate instantiations; mask Z, keep scale s): each n-block's keep masks are
 // drawn next to its Pᵀ; dV += (Pᵀ ⊙ Z) dO uses the bf16 Pᵀ fragments with the dropped halves cleared (scaled by
 // s once at the end), and dSᵀ = Pᵀ ⊙ (Z s dPᵀ − D) with D from the dropped O.
@@ -43,9 +48,11 @@ struct ResBwdCfg {
   static constexpr int kUnitsM = kBM / 16;
   static constexpr int kUnits = kUnitsM * (D / 16 / kDG);
   static constexpr int kMinBlocks = KT <= 8 ? 2 : 1;
-  // sK, sV (kMaxT rows) + sQ, sdO (2 buffers of kBM rows) + sdS (2 buffers of kMaxT rows) + lse2, D
+  // sK, sV (kMaxT rows) + sQ, sdO (2 buffers of kBM rows) + sdS (2 buffers of kMaxT rows) + lse2, D + dQ sums
+  static constexpr int kQs = 4 * kDG;  // dQ bias sums per lane (2·kDG tiles × 2 columns)
   static constexpr int kSmem = (2 * kMaxT + 4 * kBM) * kP * (int)sizeof(bf16) +
-                               2 * kMaxT * kPS * (int)sizeof(bf16) + 2 * kStatRows * (int)sizeof(float);
+                               2 * kMaxT * kPS * (int)sizeof(bf16) + 2 * kStatRows * (int)sizeof(float) +
+                               KT * 32 * kQs * (int)sizeof(float);
   static_assert(D % 16 == 0 && D <= 128, "head dim must be a multiple of 16, at most 128");
 };
 
@@ -183,10 +190,12 @@ __device__ __forceinline__ void res_dkv_block(const bf16* sKw, const bf16* sVw, 
 
 // dQ of one query block: unit u = (16-query tile, kDG 16-column groups), summed over all n_kt key tiles from
 // dSᵀ (stored [key][query], so read as A with ldmatrix.trans) and K (stored [key][d]: B [k][n], .trans).
+// qsum (with the bias): the lane's running sums of the stored dQ values, per tile n and column 2t + j, in
+// shared memory (registers are at the 128 cap here; four more live across the loop made ptxas spill).
 template <int D, int KT>
 __device__ __forceinline__ void res_dq_block(bf16* __restrict__ dq_rows, i64 ld, const bf16* sK, const bf16* sdS,
                                              int q_valid, int n_kt, int first_unit, float scale,
-                                             const LaneOffsets& lo, int g, int t) {
+                                             const LaneOffsets& lo, int g, int t, float* qsum) {
   using C = ResBwdCfg<D, KT>;
   constexpr int P = C::kP, PS = C::kPS, DG = C::kDG;
   static_assert(C::kUnits <= KT, "one dQ unit per warp at most");
@@ -216,8 +225,15 @@ __device__ __forceinline__ void res_dq_block(bf16* __restrict__ dq_rows, i64 ld,
       if (row < q_valid) {
         bf16* dst = dq_rows + row * ld + c0 + 2 * t;
 #pragma unroll
-        for (int n = 0; n < 2 * DG; ++n)
-          *reinterpret_cast<uint32_t*>(dst + n * 8) = pack_bf16(acc[n][2 * r] * scale, acc[n][2 * r + 1] * scale);
+        for (int n = 0; n < 2 * DG; ++n) {
+          const uint32_t v = pack_bf16(acc[n][2 * r] * scale, acc[n][2 * r + 1] * scale);
+          *reinterpret_cast<uint32_t*>(dst + n * 8) = v;
+          if (qsum) {
+            const float2 f = unpack_bf16(v);
+            qsum[2 * n] += f.x;
+            qsum[2 * n + 1] += f.y;
+          }
+        }
       }
     }
   }
@@ -228,7 +244,7 @@ template <int D, int KT, bool kDropout>
 __global__ void __launch_bounds__(ResBwdCfg<D, KT>::kThreads, ResBwdCfg<D, KT>::kMinBlocks)
     resident_bwd_kernel(bf16* __restrict__ dqkv, const bf16* __restrict__ dout, const bf16* __restrict__ qkv,
                         const bf16* __restrict__ out, const float* __restrict__ lse, int Tn, int H, float scale,
-                        MaskParams mk) {
+                        MaskParams mk, float* __restrict__ bias_part) {
   using C = ResBwdCfg<D, KT>;
   constexpr int P = C::kP, PS = C::kPS, BM = C::kBM, NT = C::kThreads;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -239,6 +255,7 @@ __global__ void __launch_bounds__(ResBwdCfg<D, KT>::kThreads, ResBwdCfg<D, KT>::
   bf16* sdS = sdO + 2 * BM * P;                                  // (2, kMaxT, PS)
   float* sLse2 = reinterpret_cast<float*>(sdS + 2 * C::kMaxT * PS);  // (kStatRows)
   float* sD = sLse2 + C::kStatRows;                                  // (kStatRows)
+  float* sQsum = sD + C::kStatRows;                                  // (KT · 32, kQs): dQ bias sums
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
@@ -298,6 +315,10 @@ __global__ void __launch_bounds__(ResBwdCfg<D, KT>::kThreads, ResBwdCfg<D, KT>::
     for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.f;
   // dQ units go to the highest warps first: they are the ones without keys when T < 16·KT.
   const int first_unit = KT - 1 - warp;
+  const bool with_bias = bias_part != nullptr;
+  if (with_bias)
+#pragma unroll
+    for (int e = 0; e < C::kQs; ++e) sQsum[tid * C::kQs + e] = 0.f;
 
   for (int i = 0; i <= n_qb; ++i) {  // step i: the dK, dV work of block i and the dQ of block i−1
     cp_async_wait<0>();
@@ -309,7 +330,8 @@ __global__ void __launch_bounds__(ResBwdCfg<D, KT>::kThreads, ResBwdCfg<D, KT>::
     if (i >= 1) {
       const int i0 = (i - 1) * BM;
       res_dq_block<D, KT>(dqkv + ((i64)b * Tn + i0) * ld + (i64)h * D, ld, sK, sdS + ((i - 1) & 1) * C::kMaxT * PS,
-                          min(BM, Tn - i0), n_kt, first_unit, scale, lo, g, t);
+                          min(BM, Tn - i0), n_kt, first_unit, scale, lo, g, t,
+                          bias_part ? sQsum + tid * C::kQs : nullptr);
     }
     if (i < n_qb && kactive) {
       const int buf = i & 1, i0 = i * BM;
@@ -327,37 +349,95 @@ __global__ void __launch_bounds__(ResBwdCfg<D, KT>::kThreads, ResBwdCfg<D, KT>::
     }
   }
 
-  if (!kactive) return;
-  if constexpr (kDropout) {  // dV summed (Pᵀ ⊙ Z) dO: the keep scale once
+  if (kactive) {
+    if constexpr (kDropout) {  // dV summed (Pᵀ ⊙ Z) dO: the keep scale once
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) dv[n][e] *= mk.scale;
+    }
+    // Round to bf16 once: the values stored are the values summed for the bias.
 #pragma unroll
     for (int n = 0; n < D / 8; ++n)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) dv[n][e] *= mk.scale;
-  }
+      for (int r = 0; r < 2; ++r) {
+        const uint32_t kv = pack_bf16(dk[n][2 * r] * scale, dk[n][2 * r + 1] * scale);
+        const uint32_t vv = pack_bf16(dv[n][2 * r], dv[n][2 * r + 1]);
+        const float2 kf = unpack_bf16(kv), vf = unpack_bf16(vv);
+        const bool ok = key0 + g + 8 * r < Tn;
+        dk[n][2 * r] = ok ? kf.x : 0.f, dk[n][2 * r + 1] = ok ? kf.y : 0.f;
+        dv[n][2 * r] = ok ? vf.x : 0.f, dv[n][2 * r + 1] = ok ? vf.y : 0.f;
+      }
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int key = key0 + g + 8 * r;
-    if (key < Tn) {
-      bf16* dkr = dqkv + ((i64)b * Tn + key) * ld + (i64)H * D + (i64)h * D + 2 * t;
-      bf16* dvr = dkr + (i64)H * D;
+    for (int r = 0; r < 2; ++r) {
+      const int key = key0 + g + 8 * r;
+      if (key < Tn) {
+        bf16* dkr = dqkv + ((i64)b * Tn + key) * ld + (i64)H * D + (i64)h * D + 2 * t;
+        bf16* dvr = dkr + (i64)H * D;
 #pragma unroll
-      for (int n = 0; n < D / 8; ++n) {
-        *reinterpret_cast<uint32_t*>(dkr + n * 8) = pack_bf16(dk[n][2 * r] * scale, dk[n][2 * r + 1] * scale);
-        *reinterpret_cast<uint32_t*>(dvr + n * 8) = pack_bf16(dv[n][2 * r], dv[n][2 * r + 1]);
+        for (int n = 0; n < D / 8; ++n) {  // exact: the values are bf16 already
+          *reinterpret_cast<uint32_t*>(dkr + n * 8) = pack_bf16(dk[n][2 * r], dk[n][2 * r + 1]);
+          *reinterpret_cast<uint32_t*>(dvr + n * 8) = pack_bf16(dv[n][2 * r], dv[n][2 * r + 1]);
+        }
       }
     }
+  }
+  if (!with_bias) return;
+
+  // The qkv bias gradient's share of this (b, h): per-warp column sums in shared memory (sdS is free once
+  // every warp is past the loop), then the warps' rows added in order.
+  __syncthreads();
+  float* sBias = reinterpret_cast<float*>(sdS);  // (KT, 3·D): q, k, v columns
+  float* mine = sBias + warp * 3 * D;
+  for (int c = lane; c < 3 * D; c += 32) mine[c] = 0.f;
+  __syncwarp();
+  // Lanes with the same t hold the same columns for rows g and g + 8: fold over g (lane bits 2..4).
+  auto fold = [](float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 4);
+    v += __shfl_xor_sync(0xffffffffu, v, 8);
+    return v + __shfl_xor_sync(0xffffffffu, v, 16);
+  };
+  if (first_unit >= 0 && first_unit < C::kUnits) {  // this warp's dQ unit: columns c0 + 8n + 2t + j
+    const int c0 = (first_unit / C::kUnitsM) * C::kDG * 16;
+#pragma unroll
+    for (int n = 0; n < 2 * C::kDG; ++n)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const float s = fold(sQsum[tid * C::kQs + 2 * n + j]);
+        if (g == 0) mine[c0 + 8 * n + 2 * t + j] = s;
+      }
+  }
+  if (kactive) {
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const float sk = fold(dk[n][j] + dk[n][2 + j]), sv = fold(dv[n][j] + dv[n][2 + j]);
+        if (g == 0) {
+          mine[D + 8 * n + 2 * t + j] = sk;
+          mine[2 * D + 8 * n + 2 * t + j] = sv;
+        }
+      }
+  }
+  __syncthreads();
+  for (int c = tid; c < 3 * D; c += NT) {
+    float s = 0.f;
+    for (int w = 0; w < KT; ++w) s += sBias[w * 3 * D + c];
+    const int part = c / D;  // 0 q, 1 k, 2 v: the qkv layout's (3, H, D) columns
+    bias_part[(i64)b * 3 * H * D + ((i64)part * H + h) * D + c % D] = s;
   }
 }
 
 template <int D, int KT>
 void launch_resident_bwd(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
-                         int Tn, int H, float scale, const MaskParams& mk, cudaStream_t stream) {
+                         int Tn, int H, float scale, const MaskParams& mk, float* bias_part, cudaStream_t stream) {
   using C = ResBwdCfg<D, KT>;
   const i64 blocks = (i64)B * H;
   VIT_REQUIRE(blocks < (1LL << 31), "attention: B·H = ", blocks, " is too large for one launch");
   auto kernel = mk.on ? resident_bwd_kernel<D, KT, true> : resident_bwd_kernel<D, KT, false>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
-  kernel<<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(dqkv, dout, qkv, out, lse, Tn, H, scale, mk);
+  static_assert(KT * 3 * D * sizeof(float) <= 2 * C::kMaxT * C::kPS * sizeof(bf16), "bias rows must fit in sdS");
+  kernel<<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(dqkv, dout, qkv, out, lse, Tn, H, scale, mk, bias_part);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -368,12 +448,12 @@ constexpr int resident_bwd_max_tiles(int d) { return d <= 64 ? 16 : 0; }
 
 template <int D>
 void dispatch_resident_bwd(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
-                           int Tn, int H, float scale, const MaskParams& mk, cudaStream_t stream) {
+                           int Tn, int H, float scale, const MaskParams& mk, float* bias_part, cudaStream_t stream) {
   const int tiles = (Tn + 15) / 16;
-  if (tiles <= 8) return launch_resident_bwd<D, 8>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, stream);
-  if (tiles <= 13) return launch_resident_bwd<D, 13>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, stream);
+  if (tiles <= 8) return launch_resident_bwd<D, 8>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, bias_part, stream);
+  if (tiles <= 13) return launch_resident_bwd<D, 13>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, bias_part, stream);
   if constexpr (resident_bwd_max_tiles(D) >= 16) {
-    if (tiles <= 16) return launch_resident_bwd<D, 16>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, stream);
+    if (tiles <= 16) return launch_resident_bwd<D, 16>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, bias_part, stream);
   }
   VIT_ASSERT(false, "resident_backward: no kernel for T = ", Tn, ", d = ", D);
 }
@@ -383,11 +463,12 @@ void dispatch_resident_bwd(bf16* dqkv, const bf16* dout, const bf16* qkv, const 
 bool resident_backward_supports(int Tn, int d) { return (Tn + 15) / 16 <= resident_bwd_max_tiles(d); }
 
 void resident_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
-                       int Tn, int H, int d, float scale, const MaskParams& mk, cudaStream_t stream) {
+                       int Tn, int H, int d, float scale, const MaskParams& mk, cudaStream_t stream,
+                       float* bias_part) {
   VIT_ASSERT(resident_backward_supports(Tn, d), "resident_backward: T = ", Tn, ", d = ", d, " not supported");
   switch (d) {
-    case 32: return dispatch_resident_bwd<32>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, stream);
-    case 64: return dispatch_resident_bwd<64>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, stream);
+    case 32: return dispatch_resident_bwd<32>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, bias_part, stream);
+    case 64: return dispatch_resident_bwd<64>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, bias_part, stream);
     default: break;
   }
   VIT_ASSERT(false, "resident_backward: no kernel for T = ", Tn, ", d = ", d);

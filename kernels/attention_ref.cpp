@@ -156,12 +156,21 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, cons
   }
 }
 
+template <class T>
+void qkv_bias_grad(T* dbias, const T* dqkv, int B, int Tn, int H, int d) {
+  const i64 rows = (i64)B * Tn, n = 3LL * H * d;
+  for (i64 r = 0; r < rows; ++r)
+    for (i64 c = 0; c < n; ++c) dbias[c] += dqkv[r * n + c];
+}
+
 #define VIT_INSTANTIATE(T)                                                                          \
   template void attention_forward<T>(T*, T*, const T*, int, int, int, int, double, const AttnDropout&); \
   template void attention_backward<T>(T*, const T*, const T*, const T*, const T*, int, int, int, int,    \
                                       double, const AttnDropout&);
 VIT_INSTANTIATE(float)
 VIT_INSTANTIATE(double)
+template void qkv_bias_grad<float>(float*, const float*, int, int, int, int);
+template void qkv_bias_grad<double>(double*, const double*, int, int, int, int);
 #undef VIT_INSTANTIATE
 
 }  // namespace vit::ref

@@ -59,8 +59,11 @@ i64 workspace_bytes(int B, int Tn, int H, int d);
 // forward.
 void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
              cudaStream_t stream, const AttnDropout& drop = {});
+// dbias (optional): += the column sums of dqkv (the qkv linear's bias gradient), inside the resident
+// backward's pass where it runs, else by a column-sum pass over dqkv.
 void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
-              int Tn, int H, int d, float scale, void* workspace, cudaStream_t stream, const AttnDropout& drop = {});
+              int Tn, int H, int d, float scale, void* workspace, cudaStream_t stream, const AttnDropout& drop = {},
+              float* dbias = nullptr);
 
 // The dropout mask as the kernels take it, made once per call (on = false: no dropout, and the kernels
 // instantiated without it, i.e. exactly the code that existed before dropout).
@@ -89,8 +92,11 @@ bool resident_forward_supports(int Tn, int d);
 bool resident_backward_supports(int Tn, int d);
 void resident_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
                       cudaStream_t stream);
+// bias_part (optional): B rows of 3·H·d floats, row b = Σ over the T rows of sample b of the stored dqkv (the
+// qkv bias gradient's share of sample b; attn::backward adds the rows up).
 void resident_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B,
-                       int Tn, int H, int d, float scale, const MaskParams& mk, cudaStream_t stream);
+                       int Tn, int H, int d, float scale, const MaskParams& mk, cudaStream_t stream,
+                       float* bias_part = nullptr);
 
 constexpr float kLog2e = 1.4426950408889634f;
 

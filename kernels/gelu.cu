@@ -80,6 +80,7 @@ __global__ void __launch_bounds__(kBColLanes* kBRowLanes)
 #pragma unroll
   for (int j = 0; j < kBCols; ++j) acc[j] = 0.f;
   if (c0 < cols) {
+#pragma unroll 4  // several rows' loads in flight per thread
     for (i64 r = r0 + threadIdx.y; r < r1; r += kBRowLanes) {
       const i64 o = r * cols + c0;
       float v[kBCols], g[kBCols];

@@ -10,10 +10,10 @@
 #include <utility>
 
 #include "engine/gemm.h"
+#include "kernels/column_sums.h"
 #include "kernels/cuda_vec.cuh"
 #include "kernels/gelu.h"
 #include "kernels/linear.h"
-#include "kernels/partial_sums.cuh"
 
 namespace vit::gpu {
 
@@ -28,68 +28,6 @@ void check_shape(const char* what, i64 M, int K, int N) {
 void check_aligned(const char* what, const char* name, const void* p) {
   VIT_REQUIRE(p == nullptr || detail::aligned16(p), what, ": ", name, " must be 16-byte aligned for cuBLASLt (got ", p,
               ")");
-}
-
-// ---- bias gradient: dbias[c] += Σ_r dout[r, c], in two deterministic stages ----
-// Stage 1: block (x, y) sums rows [y·chunk, (y+1)·chunk) of columns [x·128, x·128 + 128): 32 threads × 4
-// columns (one 8-byte load each) × 8 row lanes, lanes combined in a fixed order. One chunk: added straight
-// into dbias; several: one row of partials per chunk, added up in order by the shared finishing kernel.
-constexpr int kColLanes = 32, kRowLanes = 8, kColsPerThread = 4, kColsPerBlock = kColLanes * kColsPerThread;
-// Enough blocks to fill an H100 several times; a constant (not the SM count) keeps the bits GPU-independent.
-constexpr int kTargetBlocks = 1024;
-constexpr i64 kMinRowsPerChunk = 64;
-
-__global__ void __launch_bounds__(kColLanes* kRowLanes)
-    column_sums_kernel(float* __restrict__ out, bool accumulate, const bf16* __restrict__ dout, i64 M, int N,
-                       i64 rows_per_chunk) {
-  __shared__ float red[kRowLanes][kColsPerBlock];
-  const int col = blockIdx.x * kColsPerBlock + threadIdx.x * kColsPerThread;
-  const i64 r0 = blockIdx.y * rows_per_chunk, r1 = min(M, r0 + rows_per_chunk);
-  float acc[kColsPerThread] = {0.f, 0.f, 0.f, 0.f};
-  if (col < N) {  // N is a multiple of 8, so all four columns are inside
-#pragma unroll 4
-    for (i64 r = r0 + threadIdx.y; r < r1; r += kRowLanes) {
-      const uint2 v = *reinterpret_cast<const uint2*>(dout + r * N + col);
-      acc[0] += detail::lo_f(v.x);
-      acc[1] += detail::hi_f(v.x);
-      acc[2] += detail::lo_f(v.y);
-      acc[3] += detail::hi_f(v.y);
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < kColsPerThread; ++j) red[threadIdx.y][threadIdx.x * kColsPerThread + j] = acc[j];
-  __syncthreads();
-  const int t = threadIdx.y * kColLanes + threadIdx.x;  // 256 threads, 128 columns
-  const int c = blockIdx.x * kColsPerBlock + t;
-  if (t < kColsPerBlock && c < N) {
-    float s = 0.f;
-#pragma unroll
-    for (int k = 0; k < kRowLanes; ++k) s += red[k][t];
-    if (accumulate)
-      out[c] += s;
-    else
-      out[(i64)blockIdx.y * N + c] = s;
-  }
-}
-
-void column_sums(GemmContext& ctx, float* dbias, const bf16* dout, i64 M, int N, cudaStream_t stream) {
-  const int col_blocks = (N + kColsPerBlock - 1) / kColsPerBlock;
-  // Chunks depend on the shape only, so the summation order (and the bits) do too.
-  i64 chunks = (kTargetBlocks + col_blocks - 1) / col_blocks;
-  chunks = std::min(
-      {chunks, (M + kMinRowsPerChunk - 1) / kMinRowsPerChunk, GemmContext::kScratchFloats / N, (i64)detail::kMaxParts});
-  chunks = std::max<i64>(chunks, 1);
-  const i64 rows_per_chunk = (M + chunks - 1) / chunks;
-  chunks = (M + rows_per_chunk - 1) / rows_per_chunk;
-  const dim3 grid(col_blocks, (unsigned)chunks), block(kColLanes, kRowLanes);
-  if (chunks == 1) {
-    column_sums_kernel<<<grid, block, 0, stream>>>(dbias, true, dout, M, N, rows_per_chunk);
-    CUDA_CHECK_LAUNCH();
-    return;
-  }
-  column_sums_kernel<<<grid, block, 0, stream>>>(ctx.scratch(), false, dout, M, N, rows_per_chunk);
-  CUDA_CHECK_LAUNCH();
-  detail::finish_partial_sums(dbias, nullptr, ctx.scratch(), (int)chunks, N, N, stream);
 }
 
 }  // namespace
@@ -150,7 +88,7 @@ void linear_backward(GemmContext& ctx, bf16* dx, float* dweight, float* dbias, c
     op.ab = GemmDtype::bf16, op.d = GemmDtype::f32;
     GemmArgs args;
     args.a = x, args.b = dout, args.d = dweight, args.beta = 1.f;
-    if (dbias) column_sums(ctx, dbias, dout, M, N, stream);
+    if (dbias) column_sums(dbias, dout, M, N, ctx.scratch(), GemmContext::kScratchFloats, stream);
     ctx.matmul(op, args, stream);
   }
   if (dx) {

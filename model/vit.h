@@ -142,8 +142,12 @@ class ViT {
                                        d.D, 1e-6, dsm, dres, grd(b + "norm1.weight"), grd(b + "norm1.bias"), true});
       A* qkv = lbuf<A>(o_qkv_, l);
       A* dqkv = buf<A>(o_dqkv_);
+      // Without qk_norm the attention backward writes the qkv linear's output gradient itself and sums its
+      // bias gradient on the way.
+      G* dqkv_b = grd(b + "attn.qkv.bias");
+      G* attn_dbias = mc_.qk_norm ? nullptr : dqkv_b;
       tape_.run(typename Nd::Linear{qkv, ln1, prm(b + "attn.qkv.weight"), prm(b + "attn.qkv.bias"), rows, d.D, 3 * d.D,
-                                    dqkv, dsm, grd(b + "attn.qkv.weight"), grd(b + "attn.qkv.bias"), false});
+                                    dqkv, dsm, grd(b + "attn.qkv.weight"), attn_dbias ? nullptr : dqkv_b, false});
       A* att_in = qkv;
       A* datt_in = dqkv;
       if (mc_.qk_norm) {
@@ -166,7 +170,7 @@ class ViT {
                                         ? AttnDropout{(float)mc_.attn_drop_rate, dseed, site(l, 7)}
                                         : AttnDropout{};
       tape_.run(typename Nd::Attention{att, lbuf<S>(o_lse_, l), att_in, n, T_, d.heads, d.hd,
-                                       1.0 / std::sqrt((double)d.hd), datt, datt_in, attn_drop});
+                                       1.0 / std::sqrt((double)d.hd), datt, datt_in, attn_drop, attn_dbias});
       // attention branch: proj -> proj_drop -> ls1 -> drop_path, then the residual add
       A* h = lbuf<A>(o_h_, l);
       A* proj_in = att;
