@@ -1,6 +1,9 @@
 // cuBLASLt plans, built once per problem and cached (see gemm.h).
 #include <algorithm>
 #include <bit>
+#include <cstdlib>
+#include <cstring>
+#include <string>
 
 #include "engine/cuda_check.h"
 #include "engine/gemm.h"
@@ -84,8 +87,31 @@ std::size_t GemmContext::KeyHash::operator()(const Key& k) const {
 
 GemmContext::GemmContext(bool fuse_gelu)
     : workspace_(kWorkspaceBytes), scratch_((std::size_t)kScratchFloats), fuse_gelu_(fuse_gelu) {
+  if (const char* env = std::getenv("VIT_GEMM_AUTOTUNE"); env != nullptr && *env != '\0') {
+    VIT_REQUIRE(std::strcmp(env, "0") == 0 || std::strcmp(env, "1") == 0,
+                "VIT_GEMM_AUTOTUNE must be 0 (cuBLASLt's first heuristic choice) or 1 (time the candidates, the "
+                "default), not '", env, "'");
+    autotune_ = env[0] == '1';
+  }
   CUBLAS_CHECK(cublasLtCreate(&handle_));
 }
+
+namespace {
+// RAII for the tuning's events and temporary D.
+struct TuneEvents {
+  cudaEvent_t start = nullptr, stop = nullptr;
+  TuneEvents() {
+    CUDA_CHECK(cudaEventCreate(&start));
+    CUDA_CHECK(cudaEventCreate(&stop));
+  }
+  ~TuneEvents() {
+    if (stop) cudaEventDestroy(stop);
+    if (start) cudaEventDestroy(start);
+  }
+  TuneEvents(const TuneEvents&) = delete;
+  TuneEvents& operator=(const TuneEvents&) = delete;
+};
+}  // namespace
 
 GemmContext::~GemmContext() {
   plans_.clear();  // descriptors before the handle
@@ -153,8 +179,10 @@ void GemmContext::matmul(const GemmOp& op, const GemmArgs& args, cudaStream_t st
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, 4));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, 4));
     CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, 4));
+    cublasLtMatmulHeuristicResult_t cand[kTuneCandidates] = {};
     const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, plan->desc, plan->a, plan->b, plan->d, plan->d,
-                                                             pref, 1, &result, &found);
+                                                             pref, autotune_ ? kTuneCandidates : 1, cand, &found);
+    result = cand[0];
     if (st != CUBLAS_STATUS_SUCCESS || found == 0)
       fail("cuBLASLt has no algorithm for GEMM m=", op.m, " n=", op.n, " k=", op.k, " op(A)=", op.trans_a ? "T" : "N",
            " op(B)=", op.trans_b ? "T" : "N", " lda=", op.lda, " ldb=", op.ldb, " ldd=", op.ldd, " A/B ",
@@ -162,6 +190,47 @@ void GemmContext::matmul(const GemmOp& op, const GemmArgs& args, cudaStream_t st
            "/", al_b, "/", al_d, " bytes (", cublasLtGetStatusName(st),
            "): bf16 operands need leading dimensions that are multiples of 8 and 16-byte aligned pointers");
     plan->algo = result.algo;
+    if (autotune_ && found > 1) {
+      // D goes to a temporary (C still reads the caller's C, or D's old values when C is D), so the
+      // candidates' runs leave the caller's data alone. No memory for it: keep the first choice.
+      const std::size_t d_bytes = (std::size_t)op.ldd * op.n * (op.d == GemmDtype::bf16 ? 2 : 4);
+      void* tmp = nullptr;
+      if (cudaMalloc(&tmp, d_bytes) != cudaSuccess) {
+        (void)cudaGetLastError();
+        tmp = nullptr;
+      }
+      if (tmp) {
+        std::unique_ptr<void, decltype(&cudaFree)> tmp_guard(tmp, &cudaFree);
+        if (bias) set_attr(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, args.bias);
+        if (aux) set_attr(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, args.aux);
+        TuneEvents ev;
+        float best_ms = 0;
+        int best = -1, first_ok = -1;
+        float first_ms = 0;
+        for (int i = 0; i < found; ++i) {
+          auto run = [&] {
+            return cublasLtMatmul(handle_, plan->desc, &args.alpha, args.a, plan->a, args.b, plan->b, &args.beta, c,
+                                  plan->d, tmp, plan->d, &cand[i].algo, workspace_.get(), workspace_.bytes(), stream);
+          };
+          if (run() != CUBLAS_STATUS_SUCCESS) continue;  // a candidate that refuses this call: skip it
+          CUDA_CHECK(cudaEventRecord(ev.start, stream));
+          constexpr int kReps = 3;
+          for (int r = 0; r < kReps; ++r) CUBLAS_CHECK(run());
+          CUDA_CHECK(cudaEventRecord(ev.stop, stream));
+          CUDA_CHECK(cudaEventSynchronize(ev.stop));
+          float ms = 0;
+          CUDA_CHECK(cudaEventElapsedTime(&ms, ev.start, ev.stop));
+          if (first_ok < 0) first_ok = i, first_ms = ms;
+          if (best < 0 || ms < best_ms) best = i, best_ms = ms;
+        }
+        // Another candidate only when clearly faster than the first usable one (timing noise must not flip it).
+        if (best >= 0 && first_ok >= 0) {
+          const int pick = best_ms < first_ms * (1.0 - kTuneMinGain) ? best : first_ok;
+          plan->algo = cand[pick].algo;
+          if (pick != 0) ++tuned_;
+        }
+      }
+    }
     it = plans_.emplace(key, std::move(plan)).first;
   }
   Plan& plan = *it->second;

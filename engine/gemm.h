@@ -1,7 +1,14 @@
-// cuBLASLt GEMMs with cached plans. A plan (matmul descriptor, matrix layouts and the algorithm the
-// heuristic picked) is built the first time a problem is seen and reused for every later call with the
-// same key (shape, transposes, leading dimensions, dtypes, epilogue, pointer alignments): nothing is
-// rebuilt per call, only the epilogue's bias / aux pointers are set on the cached descriptor.
+// cuBLASLt GEMMs with cached plans. A plan (matmul descriptor, matrix layouts and an algorithm) is built the
+// first time a problem is seen and reused for every later call with the same key (shape, transposes,
+// leading dimensions, dtypes, epilogue, pointer alignments): nothing is rebuilt per call, only the
+// epilogue's bias / aux pointers are set on the cached descriptor.
+//
+// The algorithm: cuBLASLt's heuristic proposes up to kTuneCandidates; with autotuning on (the default;
+// VIT_GEMM_AUTOTUNE=0 turns it off) the first call times each on the call's own operands (D written to a
+// temporary, so the call has no side effect) and keeps the fastest when it beats the heuristic's first
+// choice by kTuneMinGain. At ViT-B's shapes the first choice is up to 19% slower than the best
+// (tools/bench_gemm, docs/benchmarks.md session 4). The choice is timed, so two processes may pick
+// different algorithms (results equal to rounding, not bit for bit); within a process it never changes.
 //
 // Everything here is in cuBLASLt's column-major terms; kernels/linear.cu maps the row-major layer onto it.
 // A GemmContext serves one stream at a time (its workspace and scratch are reused in stream order) and
@@ -58,6 +65,9 @@ class GemmContext {
 
   // fuse_gelu: whether linear_forward uses the GELU_AUX_BIAS epilogue for the tanh GELU (decided by
   // tools/bench_gemm); the exact GELU always runs as a separate kernel.
+  static constexpr int kTuneCandidates = 8;
+  static constexpr double kTuneMinGain = 0.02;
+
   explicit GemmContext(bool fuse_gelu = true);
   ~GemmContext();
   GemmContext(const GemmContext&) = delete;
@@ -71,6 +81,11 @@ class GemmContext {
   std::size_t plan_count() const { return plans_.size(); }
   bool fuse_gelu() const { return fuse_gelu_; }
   void set_fuse_gelu(bool on) { fuse_gelu_ = on; }
+  // Autotuning of plans built from now on (see the header comment); the constructor reads VIT_GEMM_AUTOTUNE.
+  bool autotune() const { return autotune_; }
+  void set_autotune(bool on) { autotune_ = on; }
+  // Plans whose algorithm autotuning changed from the heuristic's first choice (tests, benchmarks).
+  std::size_t tuned_count() const { return tuned_; }
 
   cublasLtHandle_t handle() const { return handle_; }
   // kScratchFloats floats of device memory for reductions that accompany a GEMM (the bias-gradient column
@@ -96,6 +111,8 @@ class GemmContext {
   DeviceBuffer<float> scratch_;
   std::unordered_map<Key, std::unique_ptr<Plan>, KeyHash> plans_;
   bool fuse_gelu_;
+  bool autotune_ = true;
+  std::size_t tuned_ = 0;
 };
 
 // Largest power of two (at most 256) dividing the address: the alignment cuBLASLt's heuristic may assume.

@@ -5,6 +5,8 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "engine/gemm.h"
@@ -217,4 +219,29 @@ TEST_CASE("gpu linear: shapes and pointers cuBLASLt cannot take fail with a clea
   CHECK_THROWS_WITH_AS(gpu::linear_forward(ctx, out.get(), x.get() + 1, w.get(), nullptr, 5, 72, 40, 0),
                        doctest::Contains("16-byte aligned"), vit::Error);
   CHECK(ctx.plan_count() == 0);
+}
+
+TEST_CASE("gpu linear: autotuned and untuned plans agree, and VIT_GEMM_AUTOTUNE is checked") {
+  // Tuning times the candidates with D in a temporary: the accumulating calls above (dweight +=, dx +=,
+  // a residual in place) would show a candidate's run landing in the caller's D. Here: both settings on
+  // the ViT-B MLP shape at 2 images give the CPU twin's results.
+  for (bool tune : {false, true}) {
+    CAPTURE(tune);
+    gpu::GemmContext ctx;
+    ctx.set_autotune(tune);
+    check_linear(ctx, Shape{394, 3072, 768}, true, 2300);
+    if (!tune) CHECK(ctx.tuned_count() == 0);
+  }
+  const char* old = std::getenv("VIT_GEMM_AUTOTUNE");
+  const std::string saved = old ? old : "";
+  setenv("VIT_GEMM_AUTOTUNE", "0", 1);
+  CHECK_FALSE(gpu::GemmContext().autotune());
+  setenv("VIT_GEMM_AUTOTUNE", "1", 1);
+  CHECK(gpu::GemmContext().autotune());
+  setenv("VIT_GEMM_AUTOTUNE", "yes", 1);
+  CHECK_THROWS_WITH_AS(gpu::GemmContext(), doctest::Contains("VIT_GEMM_AUTOTUNE must be 0"), vit::Error);
+  if (old)
+    setenv("VIT_GEMM_AUTOTUNE", saved.c_str(), 1);
+  else
+    unsetenv("VIT_GEMM_AUTOTUNE");
 }
