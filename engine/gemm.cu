@@ -3,7 +3,6 @@
 #include <bit>
 #include <cstdlib>
 #include <cstring>
-#include <string>
 
 #include "engine/cuda_check.h"
 #include "engine/gemm.h"
