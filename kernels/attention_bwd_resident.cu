@@ -48,11 +48,12 @@ struct ResBwdCfg {
   static constexpr int kUnitsM = kBM / 16;
   static constexpr int kUnits = kUnitsM * (D / 16 / kDG);
   static constexpr int kMinBlocks = KT <= 8 ? 2 : 1;
-  // sK, sV (kMaxT rows) + sQ, sdO (2 buffers of kBM rows) + sdS (2 buffers of kMaxT rows) + lse2, D + dQ sums
+  // sK, sV (kMaxT rows) + sQ, sdO (2 buffers of kBM rows) + sdS (2 buffers of kMaxT rows) + lse2, D + the
+  // bias sums (dQ per lane, q/k/v per warp)
   static constexpr int kQs = 4 * kDG;  // dQ bias sums per lane (2·kDG tiles × 2 columns)
   static constexpr int kSmem = (2 * kMaxT + 4 * kBM) * kP * (int)sizeof(bf16) +
                                2 * kMaxT * kPS * (int)sizeof(bf16) + 2 * kStatRows * (int)sizeof(float) +
-                               KT * 32 * kQs * (int)sizeof(float);
+                               KT * 32 * kQs * (int)sizeof(float) + KT * 3 * D * (int)sizeof(float);
   static_assert(D % 16 == 0 && D <= 128, "head dim must be a multiple of 16, at most 128");
 };
 
@@ -256,6 +257,7 @@ __global__ void __launch_bounds__(ResBwdCfg<D, KT>::kThreads, ResBwdCfg<D, KT>::
   float* sLse2 = reinterpret_cast<float*>(sdS + 2 * C::kMaxT * PS);  // (kStatRows)
   float* sD = sLse2 + C::kStatRows;                                  // (kStatRows)
   float* sQsum = sD + C::kStatRows;                                  // (KT · 32, kQs): dQ bias sums
+  float* sBias = sQsum + KT * 32 * C::kQs;                           // (KT, 3·D): per-warp q, k, v sums
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
@@ -384,10 +386,9 @@ __global__ void __launch_bounds__(ResBwdCfg<D, KT>::kThreads, ResBwdCfg<D, KT>::
   }
   if (!with_bias) return;
 
-  // The qkv bias gradient's share of this (b, h): per-warp column sums in shared memory (sdS is free once
-  // every warp is past the loop), then the warps' rows added in order.
-  __syncthreads();
-  float* sBias = reinterpret_cast<float*>(sdS);  // (KT, 3·D): q, k, v columns
+  // The qkv bias gradient's share of this (b, h): per-warp column sums in the warp's own shared-memory row
+  // (no barrier needed to start: with one CTA per SM, a barrier here would idle the SM while the slowest
+  // warp finishes), then, after one barrier, the warps' rows added in order.
   float* mine = sBias + warp * 3 * D;
   for (int c = lane; c < 3 * D; c += 32) mine[c] = 0.f;
   __syncwarp();
@@ -436,7 +437,6 @@ void launch_resident_bwd(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
   VIT_REQUIRE(blocks < (1LL << 31), "attention: B·H = ", blocks, " is too large for one launch");
   auto kernel = mk.on ? resident_bwd_kernel<D, KT, true> : resident_bwd_kernel<D, KT, false>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
-  static_assert(KT * 3 * D * sizeof(float) <= 2 * C::kMaxT * C::kPS * sizeof(bf16), "bias rows must fit in sdS");
   kernel<<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(dqkv, dout, qkv, out, lse, Tn, H, scale, mk, bias_part);
   CUDA_CHECK_LAUNCH();
 }
