@@ -350,3 +350,25 @@ TEST_CASE("attention dropout: float backward agrees with double, bad p and shape
   CHECK_NOTHROW(attn_mask::check(AttnDropout{0.1f, 1, 1}, 1 << 13, 4, 1 << 11));  // B·H = 2^24
   CHECK_THROWS_AS(attn_mask::check(AttnDropout{0.1f, 1, 1}, (1 << 13) + 1, 4, 1 << 11), vit::Error);
 }
+
+TEST_CASE("attention ref: qkv_bias_grad is the gradient of a bias added to every qkv row (finite differences)") {
+  const int B = 2, T = 5, H = 2, d = 4;
+  const size_t ncol = 3 * H * d, n = (size_t)B * T * ncol, nout = (size_t)B * T * H * d;
+  const auto qkv0 = randn(n, 91), wout = randn(nout, 92);
+  auto bias = randn(ncol, 93, 0.5);
+  std::vector<double> out(nout), lse((size_t)B * H * T), qkv(n);
+  auto loss = [&] {
+    for (size_t r = 0; r < (size_t)B * T; ++r)
+      for (size_t c = 0; c < ncol; ++c) qkv[r * ncol + c] = qkv0[r * ncol + c] + bias[c];
+    ref::attention_forward(out.data(), lse.data(), qkv.data(), B, T, H, d, 0.5);
+    return test::dot(out, wout);
+  };
+  loss();
+  std::vector<double> dqkv(n);
+  ref::attention_backward(dqkv.data(), wout.data(), qkv.data(), out.data(), lse.data(), B, T, H, d, 0.5);
+  const auto db0 = randn(ncol, 94);
+  auto db = db0;
+  ref::qkv_bias_grad(db.data(), dqkv.data(), B, T, H, d);
+  for (size_t c = 0; c < ncol; ++c) db[c] -= db0[c];  // what was added
+  CHECK(test::grad_error(bias, db, loss) < 1e-6);
+}

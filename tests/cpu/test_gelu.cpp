@@ -56,3 +56,20 @@ TEST_CASE("gelu ref: float matches double") {
     CHECK(rel_err(std::vector<double>(dxf.begin(), dxf.end()), dxd) < 1e-5);
   }
 }
+
+TEST_CASE("gelu ref: backward with the bias gradient = backward + column sums of dx") {
+  const i64 rows = 29;
+  const int cols = 13;
+  const size_t n = (size_t)rows * cols;
+  for (bool tanh_approx : {false, true}) {
+    const auto x = randn(n, 81, 2.0), g = randn(n, 82), db0 = randn(cols, 83);
+    std::vector<double> dx(n), plain(n), db = db0;
+    ref::gelu_backward_bias(dx.data(), db.data(), g.data(), x.data(), rows, cols, tanh_approx);
+    ref::gelu_backward(plain.data(), g.data(), x.data(), (i64)n, tanh_approx);
+    CHECK(dx == plain);
+    std::vector<double> want = db0;
+    for (i64 r = 0; r < rows; ++r)
+      for (int c = 0; c < cols; ++c) want[c] += plain[r * cols + c];
+    CHECK(rel_err(db, want) < 1e-13);
+  }
+}

@@ -114,3 +114,27 @@ TEST_CASE("layernorm ref: float matches double") {
   CHECK(rel_err(d(dwf), dwd) < 1e-5);
   CHECK(rel_err(d(dbf), dbd) < 1e-5);
 }
+
+TEST_CASE("layernorm ref: dsum adds the column sums of dx as written (after an accumulate)") {
+  const i64 rows = 37;
+  const int C = 70;
+  const size_t n = (size_t)rows * C;
+  const auto x = randn(n, 71), w = randn(C, 72), b = randn(C, 73), g = randn(n, 74), dx0 = randn(n, 75);
+  std::vector<double> out(n), mean(rows), rstd(rows);
+  ref::layernorm_forward(out.data(), mean.data(), rstd.data(), x.data(), w.data(), b.data(), rows, C, kEps);
+  for (bool acc : {false, true}) {
+    CAPTURE(acc);
+    const auto ds0 = randn(C, 76);
+    std::vector<double> dx = dx0, dw(C, 0.0), db(C, 0.0), ds = ds0, dx_plain = dx0, dw2(C, 0.0), db2(C, 0.0);
+    ref::layernorm_backward(dx.data(), dw.data(), db.data(), g.data(), x.data(), w.data(), mean.data(), rstd.data(),
+                            rows, C, acc, ds.data());
+    ref::layernorm_backward(dx_plain.data(), dw2.data(), db2.data(), g.data(), x.data(), w.data(), mean.data(),
+                            rstd.data(), rows, C, acc);
+    CHECK(dx == dx_plain);  // dsum changes nothing else
+    CHECK(dw == dw2);
+    std::vector<double> want = ds0;
+    for (i64 r = 0; r < rows; ++r)
+      for (int c = 0; c < C; ++c) want[c] += dx[r * C + c];
+    CHECK(rel_err(ds, want) < 1e-13);
+  }
+}
