@@ -13,9 +13,6 @@ namespace {
 // columns (one 8-byte load each) × 8 row lanes, lanes combined in a fixed order. One chunk: added straight
 // into dbias; several: one row of partials per chunk, added up in order by the shared finishing kernel.
 constexpr int kColLanes = 32, kRowLanes = 8, kColsPerThread = 4, kColsPerBlock = kColLanes * kColsPerThread;
-// Enough blocks to fill an H100 several times; a constant (not the SM count) keeps the bits GPU-independent.
-constexpr int kTargetBlocks = 1024;
-constexpr i64 kMinRowsPerChunk = 64;
 
 __global__ void __launch_bounds__(kColLanes* kRowLanes)
     column_sums_kernel(float* __restrict__ out, bool accumulate, const bf16* __restrict__ dout, i64 M, int N,
@@ -57,13 +54,7 @@ void column_sums(float* dbias, const bf16* dout, i64 M, int N, float* scratch, i
   VIT_ASSERT(M >= 0 && N > 0 && N % 8 == 0, "column_sums: N must be a positive multiple of 8, got ", N);
   if (M == 0) return;
   const int col_blocks = (N + kColsPerBlock - 1) / kColsPerBlock;
-  // Chunks depend on the shape only, so the summation order (and the bits) do too.
-  i64 chunks = (kTargetBlocks + col_blocks - 1) / col_blocks;
-  chunks = std::min({chunks, (M + kMinRowsPerChunk - 1) / kMinRowsPerChunk, scratch ? scratch_floats / N : 1,
-                     (i64)detail::kMaxParts});
-  chunks = std::max<i64>(chunks, 1);
-  const i64 rows_per_chunk = (M + chunks - 1) / chunks;
-  chunks = (M + rows_per_chunk - 1) / rows_per_chunk;
+  const auto [chunks, rows_per_chunk] = detail::row_chunks(M, col_blocks, scratch ? scratch_floats / N : 1);
   const dim3 grid(col_blocks, (unsigned)chunks), block(kColLanes, kRowLanes);
   if (chunks == 1) {
     column_sums_kernel<<<grid, block, 0, stream>>>(dbias, true, dout, M, N, rows_per_chunk);

@@ -65,8 +65,6 @@ __global__ void __launch_bounds__(kThreads) gelu_backward_kernel(bf16* __restric
 // 8 row lanes; block (bx, by) covers rows [by·chunk, (by+1)·chunk). The 8 row lanes' column sums are combined
 // in a fixed order, so the result depends on the shape only.
 constexpr int kBColLanes = 32, kBRowLanes = 8, kBCols = 8, kBColsPerBlock = kBColLanes * kBCols;
-constexpr int kBTargetBlocks = 1024;  // a constant, not the SM count: the same bits on every GPU
-constexpr i64 kBMinRowsPerChunk = 64;
 
 template <bool kVec>
 __global__ void __launch_bounds__(kBColLanes* kBRowLanes)
@@ -126,16 +124,10 @@ struct BiasGrid {
   int col_blocks;
   i64 chunks, rows_per_chunk;
 };
-// Chunks depend on the shape only (so do the summation order and the bits); chunks · cols fits the scratch.
 BiasGrid bias_grid(i64 rows, int cols) {
-  BiasGrid g;
-  g.col_blocks = (cols + kBColsPerBlock - 1) / kBColsPerBlock;
-  i64 chunks = (kBTargetBlocks + g.col_blocks - 1) / g.col_blocks;
-  chunks = std::min({chunks, (rows + kBMinRowsPerChunk - 1) / kBMinRowsPerChunk, (i64)detail::kMaxParts});
-  chunks = std::max<i64>(chunks, 1);
-  g.rows_per_chunk = (rows + chunks - 1) / chunks;
-  g.chunks = (rows + g.rows_per_chunk - 1) / g.rows_per_chunk;
-  return g;
+  const int col_blocks = (cols + kBColsPerBlock - 1) / kBColsPerBlock;
+  const detail::RowChunks rc = detail::row_chunks(rows, col_blocks, detail::kMaxParts);
+  return {col_blocks, rc.chunks, rc.rows_per_chunk};
 }
 
 }  // namespace

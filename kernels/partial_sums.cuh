@@ -5,6 +5,8 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "engine/cuda_check.h"
 #include "kernels/types.h"
 
@@ -31,6 +33,22 @@ __global__ void __launch_bounds__(kColumns * kLanes)
     if (i < n_a) out_a[i] += t;
     else out_b[i - n_a] += t;
   }
+}
+
+// How a (rows × col_blocks) first stage splits its rows: about kChunkTargetBlocks blocks (a constant, not the
+// SM count, so the bits are the same on every GPU), at least kMinRowsPerChunk rows each, at most max_chunks
+// (and kMaxParts) chunks. Depends on the shape only, so the summation order (and the bits) do too.
+struct RowChunks {
+  i64 chunks, rows_per_chunk;
+};
+constexpr int kChunkTargetBlocks = 1024;
+constexpr i64 kMinRowsPerChunk = 64;
+inline RowChunks row_chunks(i64 rows, int col_blocks, i64 max_chunks) {
+  i64 chunks = (kChunkTargetBlocks + col_blocks - 1) / col_blocks;
+  chunks = std::min({chunks, (rows + kMinRowsPerChunk - 1) / kMinRowsPerChunk, max_chunks, (i64)kMaxParts});
+  chunks = std::max<i64>(chunks, 1);
+  const i64 per = (rows + chunks - 1) / chunks;
+  return {(rows + per - 1) / per, per};
 }
 
 inline void finish_partial_sums(float* out_a, float* out_b, const float* partial, int parts, int n_a, int n,
