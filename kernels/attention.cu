@@ -9,6 +9,7 @@
 
 #include "engine/cuda_check.h"
 #include "kernels/attention.h"
+#include "kernels/attention_bwd_wg.h"
 #include "kernels/attention_fwd_m32.h"
 #include "kernels/attention_fwd_wg.h"
 #include "kernels/attention_tiles.cuh"
@@ -318,8 +319,12 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
     VIT_REQUIRE(flash_supports(d), "attention: the fused kernels are built for head dims 32, 64, 80, 96, 128, not ", d);
     VIT_REQUIRE(aligned16(dqkv) && aligned16(dout) && aligned16(qkv) && aligned16(out),
                 "attention: qkv, out, dout and dqkv must be 16-byte aligned");
-    if ((v == Variant::resident || v == Variant::fast || v == Variant::m32 || v == Variant::wg) &&
-        resident_backward_supports(Tn, d)) {
+    if (v == Variant::wg && !mk.on && wg_backward_supports(Tn, d) && wg_backward_enabled()) {
+      wg_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, stream, dbias ? bias_part : nullptr);
+      if (dbias) detail::finish_partial_sums(dbias, nullptr, bias_part, B, ncol, ncol, stream);
+      bias_done = true;
+    } else if ((v == Variant::resident || v == Variant::fast || v == Variant::m32 || v == Variant::wg) &&
+               resident_backward_supports(Tn, d)) {
       // The D region is not needed here; the bias partials (one row per sample) are.
       resident_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, mk, stream, dbias ? bias_part : nullptr);
       if (dbias) detail::finish_partial_sums(dbias, nullptr, bias_part, B, ncol, ncol, stream);
@@ -347,6 +352,9 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
 // 130 vs 164, T401 126 vs 171, T577 121 vs 156; docs/benchmarks.md runs 24-31); where it does not apply (other head
 // dims, a build without sm_90a) Variant::wg runs m32.
 constexpr attn::Variant public_forward() { return attn::Variant::wg; }
+// public_backward likewise: the wgmma backward where it applies (d = 64, T <= 256, no dropout; docs/benchmarks.md
+// session 5), otherwise Variant::wg's backward is the resident one (or flash past its limits).
+constexpr attn::Variant public_backward() { return attn::Variant::wg; }
 
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
                        cudaStream_t stream, const AttnDropout& drop) {
@@ -361,8 +369,10 @@ i64 attention_backward_workspace_bytes(int B, int Tn, int H, int d) { return att
 void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
                         int H, int d, float scale, void* workspace, cudaStream_t stream, const AttnDropout& drop,
                         float* dbias) {
-  attn::backward(attn::default_variant(d), dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, workspace, stream, drop,
-                 dbias);
+  attn::Variant v = attn::default_variant(d);
+  const char* env = std::getenv("VIT_ATTN_VARIANT");
+  if (v == attn::Variant::resident && (env == nullptr || *env == '\0')) v = public_backward();
+  attn::backward(v, dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, workspace, stream, drop, dbias);
 }
 
 }  // namespace vit::gpu

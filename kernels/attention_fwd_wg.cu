@@ -49,7 +49,7 @@
 // gdesc B with .tnspB), each group closed by WARPGROUP.DEPBAR.LE gsb0, 0x0.
 // What it took: the P V k-steps of a ragged last block are a separate straight-line sequence per count
 // (pv_dispatch); wgmmas under a run-time condition made ptxas serialize every wgmma of the kernel.
-#include <cuda.h>  // CUtensorMap and its enums (the encoder comes through cudaGetDriverEntryPointByVersion)
+#include <cuda.h>  // CUtensorMap
 
 #include <cstdlib>
 #include <string>
@@ -58,6 +58,8 @@
 #include "engine/cuda_check.h"
 #include "kernels/attention_fwd_wg.h"
 #include "kernels/attention_tiles.cuh"
+#include "kernels/tensor_map.h"
+#include "kernels/tma.cuh"
 #include "kernels/wgmma.cuh"
 
 // wgmma and fence.proxy.async exist only in the arch-specific sm_90a target; other targets get a trap (and
@@ -81,35 +83,6 @@ struct WgCfg {
   // + 3 mbarriers + slack for the 1024-byte alignment
   static constexpr int kSmem = kWG * kQTile + 4 * kKVTile + 64 + 1024;
 };
-
-// ---- copies by the tensor memory accelerator: one thread moves each tile with cp.async.bulk.tensor ----
-// The copy engine writes a 64-column box in the same 128-byte swizzle (CU_TENSOR_MAP_SWIZZLE_128B on a
-// 1024-byte-aligned destination) that sw128_offset describes, and completes on an mbarrier with the byte count
-// announced by expect_tx: no per-thread copy instructions, and its writes are async-proxy writes that wgmma may
-// read once the barrier phase completes (no fence.proxy.async).
-__device__ __forceinline__ void mbar_init(uint32_t bar) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
-}
-__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
-  uint32_t done = 0;
-  while (!done)
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-}
-// Box (x = column, y = row) of the 2-D tensor map into shared memory at dst, completing on bar.
-__device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap* map, int x, int y, uint32_t bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-      " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(x), "r"(y), "r"(bar)
-      : "memory");
-}
 
 // O += P V over the first NK 16-key slices of the block: one complete wgmma group (fence, NK k-steps, commit,
 // wait), so a block that ends early runs a shorter sequence rather than wgmmas under a condition, which ptxas
@@ -168,16 +141,16 @@ __global__ void __launch_bounds__(128 * kWG, kMinBlocks)
   const uint32_t bars = sV + 2 * C::kKVTile;  // Q's mbarrier, then one per K/V buffer (8 bytes each)
   const int kv_x = (H + h) * D;                // K's columns in the map (V's: + H·D)
   if (tid == 0) {
-    for (int i = 0; i < 3; ++i) mbar_init(bars + 8 * i);
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");  // visible to the copy engine
+    for (int i = 0; i < 3; ++i) tma::mbar_init(bars + 8 * i);
+    tma::mbar_init_fence();  // visible to the copy engine
   }
   __syncthreads();
   if (tid == 0) {
-    mbar_expect_tx(bars, C::kBM * D * 2);
-    tma_load(sQ, &map_q, h * D, b * Tn + q0, bars);
-    mbar_expect_tx(bars + 8, 2 * C::kKVTile);
-    tma_load(sK, &map_kv, kv_x, b * Tn, bars + 8);
-    tma_load(sV, &map_kv, kv_x + H * D, b * Tn, bars + 8);
+    tma::mbar_expect_tx(bars, C::kBM * D * 2);
+    tma::load_2d(sQ, &map_q, h * D, b * Tn + q0, bars);
+    tma::mbar_expect_tx(bars + 8, 2 * C::kKVTile);
+    tma::load_2d(sK, &map_kv, kv_x, b * Tn, bars + 8);
+    tma::load_2d(sV, &map_kv, kv_x + H * D, b * Tn, bars + 8);
   }
 
   const float sl2 = scale * kLog2e;  // exp(scale·s) = 2^(sl2·s)
@@ -195,13 +168,13 @@ __global__ void __launch_bounds__(128 * kWG, kMinBlocks)
     if (j > 0) __syncthreads();  // every warpgroup has waited on its wgmmas of block j − 1: buffer buf ^ 1 is free
     if (tid == 0 && j + 1 < n_kv) {
       const uint32_t bar = bars + 8 * (1 + (buf ^ 1));
-      mbar_expect_tx(bar, 2 * C::kKVTile);
-      tma_load(sK + (buf ^ 1) * C::kKVTile, &map_kv, kv_x, b * Tn + (j + 1) * BN, bar);
-      tma_load(sV + (buf ^ 1) * C::kKVTile, &map_kv, kv_x + H * D, b * Tn + (j + 1) * BN, bar);
+      tma::mbar_expect_tx(bar, 2 * C::kKVTile);
+      tma::load_2d(sK + (buf ^ 1) * C::kKVTile, &map_kv, kv_x, b * Tn + (j + 1) * BN, bar);
+      tma::load_2d(sV + (buf ^ 1) * C::kKVTile, &map_kv, kv_x + H * D, b * Tn + (j + 1) * BN, bar);
     }
     if (!active) continue;  // no barrier depends on this warpgroup's math
-    if (j == 0) mbar_wait(bars, 0);                  // Q has landed
-    mbar_wait(bars + 8 * (1 + buf), (j >> 1) & 1);  // block j's K and V have landed
+    if (j == 0) tma::mbar_wait(bars, 0);                  // Q has landed
+    tma::mbar_wait(bars + 8 * (1 + buf), (j >> 1) & 1);  // block j's K and V have landed
     const uint32_t sKb = sK + buf * C::kKVTile, sVb = sV + buf * C::kKVTile;
     const int kv_valid = min(BN, Tn - j * BN);  // keys of this block that exist (>= 1)
 
@@ -302,39 +275,16 @@ __global__ void __launch_bounds__(128 * kWG, kMinBlocks)
 #endif
 }
 
-// qkv (B, T, 3, H, D) as a 2-D tensor for the copy engine: B·T rows of 3·H·D bf16, 64-column boxes in the
-// 128-byte swizzle, of rows_q rows (Q tiles) and rows_kv rows (K, V blocks): one map when the two are equal, as in
-// the default configuration. The encoder is a driver function, reached through the runtime's entry-point query
-// (no libcuda link), once per launch.
+// qkv (B, T, 3, H, D) as a 2-D tensor for the copy engine: B·T rows of 3·H·D bf16, boxes of rows_q rows (Q
+// tiles) and rows_kv rows (K, V blocks): one map when the two are equal, as in the default configuration.
 struct QkvMaps {
   CUtensorMap q, kv;
 };
 QkvMaps qkv_tensor_maps(const bf16* qkv, int B, int Tn, int H, int D, int rows_q, int rows_kv) {
-  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*,
-                              const cuuint64_t*, const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave,
-                              CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-  void* fn = nullptr;
-  cudaDriverEntryPointQueryResult found{};
-  CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found));
-  VIT_REQUIRE(found == cudaDriverEntryPointSuccess && fn != nullptr,
-              "attention: the driver has no cuTensorMapEncodeTiled (needs CUDA 12 or newer)");
-  const cuuint64_t dims[2] = {(cuuint64_t)3 * H * D, (cuuint64_t)B * Tn};
-  const cuuint64_t strides[1] = {(cuuint64_t)3 * H * D * sizeof(bf16)};
-  const cuuint32_t elem[2] = {1, 1};
-  auto encode = [&](int rows) {
-    CUtensorMap map{};
-    const cuuint32_t box[2] = {64, (cuuint32_t)rows};
-    const CUresult r = reinterpret_cast<Encode>(fn)(
-        &map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(qkv), dims, strides, box, elem,
-        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    VIT_REQUIRE(r == CUDA_SUCCESS, "attention: cuTensorMapEncodeTiled failed (", (int)r, ") for qkv B=", B,
-                " T=", Tn, " H=", H, " d=", D);
-    return map;
-  };
+  const i64 rows = (i64)B * Tn, cols = 3LL * H * D;
   QkvMaps maps;
-  maps.q = encode(rows_q);
-  maps.kv = rows_kv == rows_q ? maps.q : encode(rows_kv);
+  maps.q = bf16_tensor_map_2d(qkv, rows, cols, cols, rows_q, "attention qkv");
+  maps.kv = rows_kv == rows_q ? maps.q : bf16_tensor_map_2d(qkv, rows, cols, cols, rows_kv, "attention qkv");
   return maps;
 }
 

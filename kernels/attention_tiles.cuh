@@ -35,7 +35,8 @@ enum class Variant : int {
                    // VIT_ATTN_M32_CFG picks (attention_fwd_m32.h); backward as fast
   wg = 6,          // forward: Hopper warpgroup MMA (wgmma, attention_fwd_wg.cu) where wg_forward_supports (d = 64
                    // on a compute capability 9.0 device; VIT_ATTN_WG_CFG picks the configuration), else m32;
-                   // backward as fast
+                   // backward: wgmma too (attention_bwd_wg.cu) where wg_backward_supports (d = 64, T <= 256) and
+                   // without dropout, else as fast
 };
 inline constexpr int kVariantCount = 7;
 const char* variant_name(Variant v);

@@ -134,6 +134,38 @@ template <int N>
 struct Wgmma;
 
 template <>
+struct Wgmma<16> {
+  // d (64 x 16, fp32) = A (64 x 16) * B (16 x 16) + (accumulate ? d : 0); A and B from shared-memory descriptors.
+  template <int kTransA, int kTransB>
+  static __device__ __forceinline__ void ss(float (&d)[8], uint64_t da, uint64_t db, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7}, "
+        "%8, %9, p, 1, 1, %11, %12;\n}\n"
+        : VIT_WGMMA_OPS8(d, 0)
+        : "l"(da), "l"(db), "r"(accumulate), "n"(kTransA), "n"(kTransB)
+        : "memory");
+  }
+};
+
+template <>
+struct Wgmma<32> {
+  // d (64 x 32, fp32) = A (64 x 16) * B (16 x 32) + (accumulate ? d : 0); A and B from shared-memory descriptors.
+  template <int kTransA, int kTransB>
+  static __device__ __forceinline__ void ss(float (&d)[16], uint64_t da, uint64_t db, int accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+        "%16, %17, p, 1, 1, %19, %20;\n}\n"
+        : VIT_WGMMA_OPS8(d, 0), VIT_WGMMA_OPS8(d, 8)
+        : "l"(da), "l"(db), "r"(accumulate), "n"(kTransA), "n"(kTransB)
+        : "memory");
+  }
+};
+
+template <>
 struct Wgmma<64> {
   // d (64 x 64, fp32) = A (64 x 16) * B (16 x 64) + (accumulate ? d : 0); A and B from shared-memory descriptors.
   template <int kTransA, int kTransB>

@@ -106,11 +106,19 @@ Times time_shape(bench::Timer& timer, Variant v, const Shape& s, const AttnDropo
     gpu::attn::backward(v, dqkv.get(), dout.get(), qkv.get(), out.get(), lse.get(), s.B, s.T, s.H, s.d, scale,
                         ws.get(), 0, dr);
   };
+  // The backward as the training step runs it: with the qkv linear's bias gradient (fused where the kernel can).
+  gpu::DeviceBuffer<float> dbias((size_t)3 * s.H * s.d);
+  CUDA_CHECK(cudaMemset(dbias.get(), 0, dbias.size() * sizeof(float)));
+  auto bwd_bias = [&] {
+    gpu::attn::backward(v, dqkv.get(), dout.get(), qkv.get(), out.get(), lse.get(), s.B, s.T, s.H, s.d, scale,
+                        ws.get(), 0, dr, dbias.get());
+  };
   fwd();
   CUDA_CHECK(cudaDeviceSynchronize());
   const int reps = v == Variant::simple ? 5 : 30;  // the simple kernels take tens of ms at these shapes
   const double us_f = timer.median_us(fwd, reps, 2);
   const double us_b = timer.median_us(bwd, reps, 2);
+  const double us_bb = timer.median_us(bwd_bias, reps, 2);
   const double us_fb = timer.median_us(
       [&] {
         fwd();
@@ -125,6 +133,7 @@ Times time_shape(bench::Timer& timer, Variant v, const Shape& s, const AttnDropo
     std::snprintf(tag + len, sizeof tag - len, " attn_drop %.2f", dr.p);
   bench::report((std::string(tag) + " fwd").c_str(), us_f, flops_f, 0);
   bench::report((std::string(tag) + " bwd").c_str(), us_b, 2.5 * flops_f, 0);
+  bench::report((std::string(tag) + " bwd+bias").c_str(), us_bb, 2.5 * flops_f, 0);
   bench::report((std::string(tag) + " fwd+bwd").c_str(), us_fb, 3.5 * flops_f, 0);
   return {us_f, us_fb};
 }

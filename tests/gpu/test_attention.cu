@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "kernels/attention.h"
+#include "kernels/attention_bwd_wg.h"
 #include "kernels/attention_fwd_m32.h"
 #include "kernels/attention_tiles.cuh"
 #include "tests/gpu/gpu_test_util.h"
@@ -361,8 +362,70 @@ TEST_CASE("attention gpu: VIT_ATTN_VARIANT forces the public API's variant") {
           std::string(gpu::attn::variant_name(gpu::attn::default_variant(64))));
 }
 
-TEST_CASE("attention gpu: wg variant (wgmma forward at d = 64, m32 elsewhere; resident backward)") {
+TEST_CASE("attention gpu: wg variant (wgmma forward and backward at d = 64, m32 and resident elsewhere)") {
   for (int d : gpu::attn::kFlashDims) sweep(Variant::wg, "wg", d, 3300 + d);
+}
+
+// The wgmma backward (attention_bwd_wg.cu) at every warpgroup count (T <= 64, 128, 192, 256), with the last query
+// block on each of its product widths (1..16 queries: N = 16, 17..32: N = 32, 33..64: N = 64), key slices that
+// end mid-warpgroup, and the ViT-B head count. It must be the kernel that runs: wg_backward_supports is required.
+TEST_CASE("attention gpu: wgmma backward over T (every warpgroup count, ragged query blocks)") {
+  Errors worst{};
+  for (int T : {1, 2, 15, 16, 17, 31, 33, 48, 63, 64, 65, 80, 100, 127, 128, 129, 150, 191, 192, 193, 197, 200, 240,
+                255, 256}) {
+    REQUIRE(gpu::attn::wg_backward_supports(T, 64));
+    const Case c{2, T, 3, 64};
+    const Errors e = run_case(Variant::wg, c, 3400 + T);
+    check_errors(e, "wg backward", c);
+    worst = {std::max(worst.out, e.out), std::max(worst.lse, e.lse), std::max(worst.dq, e.dq),
+             std::max(worst.dk, e.dk), std::max(worst.dv, e.dv)};
+  }
+  MESSAGE("wg backward worst over T: dq ", worst.dq, " dk ", worst.dk, " dv ", worst.dv);
+  check_errors(run_case(Variant::wg, Case{4, 197, 12, 64}, 3700), "wg backward ViT-B heads", Case{4, 197, 12, 64});
+  check_errors(run_case(Variant::wg, Case{3, 256, 2, 64}, 3701, 3.f), "wg backward peaked", Case{3, 256, 2, 64});
+  CHECK_FALSE(gpu::attn::wg_backward_supports(257, 64));  // past 256 keys: the resident/flash kernels
+  CHECK_FALSE(gpu::attn::wg_backward_supports(197, 128));
+}
+
+// VIT_ATTN_WG_BWD: 0 runs the resident backward in Variant::wg, 1 or unset the wgmma one; other values are
+// refused. Both kernels give the same dqkv bit for bit (measured, run 49): they round P and dS to bf16 the same
+// way and their tensor-core sums take the same 16-element k-steps in the same order, so the switch only
+// changes the time (and the summation order of the fused bias gradient).
+TEST_CASE("attention gpu: VIT_ATTN_WG_BWD switches the wg variant's backward and refuses bad values") {
+  const char* old = std::getenv("VIT_ATTN_WG_BWD");
+  const std::string saved = old ? old : "";
+  const Case c{2, 197, 3, 64};
+  const size_t n_qkv = (size_t)c.B * c.T * 3 * c.H * c.d, n_out = (size_t)c.B * c.T * c.H * c.d;
+  auto d_qkv = to_device(to_bf(randn_f(n_qkv, 3800)));
+  auto d_dout = to_device(to_bf(randn_f(n_out, 3801)));
+  gpu::DeviceBuffer<bf16> d_out(n_out), d_dqkv(n_qkv);
+  gpu::DeviceBuffer<float> d_lse((size_t)c.B * c.H * c.T);
+  gpu::DeviceBuffer<unsigned char> d_ws((size_t)gpu::attention_backward_workspace_bytes(c.B, c.T, c.H, c.d));
+  gpu::attn::forward(Variant::wg, d_out.get(), d_lse.get(), d_qkv.get(), c.B, c.T, c.H, c.d, 0.125f, 0);
+  auto run = [&](Variant v) {
+    d_dqkv.poison();
+    gpu::attn::backward(v, d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(), c.B, c.T, c.H, c.d,
+                        0.125f, d_ws.get(), 0);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    return d_dqkv.download();
+  };
+  unsetenv("VIT_ATTN_WG_BWD");
+  CHECK(gpu::attn::wg_backward_enabled());
+  const auto wg_on = run(Variant::wg);
+  const auto res = run(Variant::resident);
+  setenv("VIT_ATTN_WG_BWD", "0", 1);
+  CHECK_FALSE(gpu::attn::wg_backward_enabled());
+  const auto wg_off = run(Variant::wg);
+  CHECK(std::memcmp(wg_off.data(), res.data(), n_qkv * sizeof(bf16)) == 0);
+  CHECK(std::memcmp(wg_on.data(), res.data(), n_qkv * sizeof(bf16)) == 0);
+  for (const char* bad : {"2", "yes", "0x"}) {
+    setenv("VIT_ATTN_WG_BWD", bad, 1);
+    CHECK_THROWS_AS(gpu::attn::wg_backward_enabled(), vit::Error);
+  }
+  if (old)
+    setenv("VIT_ATTN_WG_BWD", saved.c_str(), 1);
+  else
+    unsetenv("VIT_ATTN_WG_BWD");
 }
 
 TEST_CASE("attention gpu: public API dispatches and handles many (b, h)") {
@@ -423,7 +486,7 @@ TEST_CASE("attention gpu: fused backward is bitwise reproducible (no atomics)") 
   gpu::DeviceBuffer<float> d_lse((size_t)c.B * c.H * c.T);
   gpu::DeviceBuffer<unsigned char> d_ws((size_t)gpu::attention_backward_workspace_bytes(c.B, c.T, c.H, c.d));
   gpu::attention_forward(d_out.get(), d_lse.get(), d_qkv.get(), c.B, c.T, c.H, c.d, scale, 0);
-  for (Variant v : {Variant::flash, Variant::resident, Variant::fast}) {
+  for (Variant v : {Variant::flash, Variant::resident, Variant::fast, Variant::wg}) {
     std::vector<std::vector<bf16>> runs;
     for (int rep = 0; rep < 2; ++rep) {
       d_dqkv.poison(rep == 0 ? 0xFF : 0x00);
@@ -450,6 +513,8 @@ TEST_CASE("attention gpu: backward with the qkv bias gradient (fused in the resi
   uint64_t seed = 7700;
   for (const BiasCase& bc : {BiasCase{Variant::resident, {3, 197, 2, 64}, 0.f}, BiasCase{Variant::resident, {2, 1, 3, 64}, 0.f},
                              BiasCase{Variant::resident, {2, 100, 2, 32}, 0.1f}, BiasCase{Variant::wg, {2, 256, 2, 64}, 0.f},
+                             BiasCase{Variant::wg, {3, 197, 2, 64}, 0.f}, BiasCase{Variant::wg, {2, 100, 3, 64}, 0.f},
+                             BiasCase{Variant::wg, {2, 1, 2, 64}, 0.f},
                              BiasCase{Variant::flash, {2, 300, 2, 64}, 0.f}, BiasCase{Variant::simple, {2, 33, 2, 48}, 0.f}}) {
     const Case& c = bc.c;
     CAPTURE(gpu::attn::variant_name(bc.v));

@@ -1,0 +1,487 @@
+// Attention backward on Hopper warpgroup MMA (wgmma.mma_async, sm_90a), for T <= 256 at d = 64: the resident
+// backward's scheme (attention_bwd_resident.cu: all keys of one (b, h) in one CTA, dQ complete inside it, no
+// atomics, deterministic) with 64-row warpgroup products instead of 16-row mma.sync ones, whose ldmatrix-fed
+// chains left that kernel latency-bound at one CTA per SM (docs/benchmarks.md run 30).
+//
+// One CTA per (b, h) of NWG = ceil(T / 64) warpgroups; warpgroup w owns keys 64w..64w+63 and holds their dK and
+// dV (64 × 64 fp32 each: 32 + 32 registers a thread) for the whole kernel. K and V arrive once, the queries
+// stream through in blocks of 64 (Q and dO double-buffered), all by the tensor memory accelerator in the 128-byte
+// swizzle the wgmma descriptors describe (kernels/wgmma.cuh, kernels/tma.cuh). Per query block i each warpgroup
+// computes, for its keys (M = 64 keys, N = the block's queries):
+//     Sᵀ = K Qᵀ           ss: A = K [key][d] K-major, B = Q [query][d] K-major
+//     Pᵀ = exp(scale·Sᵀ − lse[query])                 (registers: the A fragments of the next product)
+//     dV += Pᵀ dO          rs: A = Pᵀ, B = dO [query][d], MN-major (imm-trans-b)
+//     dPᵀ = V dOᵀ          ss: A = V K-major, B = dO K-major
+//     dSᵀ = Pᵀ ⊙ (dPᵀ − D[query]), rounded to bf16 once
+//     dK += dSᵀ Q          rs: A = dSᵀ, B = Q MN-major
+// and parks dSᵀ in shared memory as rows of keys (lines of 64 queries). Because the CTA holds every key,
+// dQ = dS K of block i is complete inside it: warpgroup (i mod NWG) computes it at the start of step i + 1 as one
+// 64 × 64 product over the 16-key slices that hold a real key (ss: A = dS read MN-major from the dSᵀ rows, i.e.
+// imm-trans-a; B = K [key][d] MN-major) and writes it straight to dqkv in bf16: 5 products per (query, key) pair,
+// as in the resident kernel. dSᵀ is double-buffered (step i + 1 writes block i + 1's while block i's is read).
+// One __syncthreads per step: it frees the Q/dO buffer of block i − 1 for the prefetch of block i + 1 and
+// publishes dSᵀ of block i (each writer fences it to the async proxy first, kernels/wgmma.cuh item 6).
+//
+// Ragged edges. Keys past T (the rest of the last warpgroup's 64) get P = 0 by an explicit mask (their rows hold
+// the next sample's tokens, or zeros past the tensor, which the copy engine fills). Queries past T get lse = +inf,
+// so P = 0 and dS = 0 with no branch. The last query block runs its Sᵀ and dPᵀ products at N = 16 or 32 when that
+// covers its queries (T = 197: 5 queries, N = 16), and its dV, dK products over those 16-query slices only; the
+// dQ product runs over ceil(T / 16) key slices. Each such count is a separate straight-line wgmma sequence
+// (dispatch templates): wgmmas under a run-time condition make ptxas serialize every wgmma of the kernel (C7520).
+//
+// D = rowsum(dO ⊙ O) and lse·log2 e of every query are computed into shared memory in the prologue while K, V
+// and the first query block are in flight. With bias_part (the qkv linear's bias gradient fused in) the values
+// stored are also summed per column: dQ by the warpgroup that wrote them (per warp, folded with shuffles, added
+// into the warp's own shared-memory row block after block), dK and dV per warp at the end; after one barrier
+// the rows are added in a fixed order into row b of bias_part. Deterministic like the rest.
+#include <cuda.h>  // CUtensorMap
+
+#include <cstdlib>
+#include <string>
+
+#include "engine/cuda_check.h"
+#include "kernels/attention_bwd_wg.h"
+#include "kernels/attention_fwd_wg.h"
+#include "kernels/attention_tiles.cuh"
+#include "kernels/tensor_map.h"
+#include "kernels/tma.cuh"
+#include "kernels/wgmma.cuh"
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define VIT_WG_BWD_HAS_WGMMA 1
+#endif
+
+namespace vit::gpu::attn {
+namespace {
+
+template <int D, int NWG>
+struct WgBwdCfg {
+  static_assert(D == 64, "wg backward: head dim 64 (one 128-byte swizzle panel per row)");
+  static_assert(NWG >= 1 && NWG <= 4, "wg backward: 1..4 warpgroups (T <= 256)");
+  static constexpr int kThreads = 128 * NWG;
+  static constexpr int kKeys = 64 * NWG;   // key rows held; also the padded query count (T <= kKeys)
+  static constexpr int kTile = 64 * D * 2;  // bytes of one 64-row tile
+  // Byte offsets from the 1024-aligned base (every tile 1024-aligned, as the swizzle needs).
+  static constexpr int kOffK = 0;                              // NWG tiles = kKeys rows
+  static constexpr int kOffV = kOffK + NWG * kTile;            // NWG tiles
+  static constexpr int kOffQ = kOffV + NWG * kTile;            // 2 buffers
+  static constexpr int kOffdO = kOffQ + 2 * kTile;             // 2 buffers
+  static constexpr int kOffO = kOffdO + 2 * kTile;             // 2 buffers (for D = rowsum(dO ⊙ O))
+  static constexpr int kOffdS = kOffO + 2 * kTile;             // 2 buffers of kKeys rows
+  static constexpr int kOffLse = kOffdS + 2 * NWG * kTile;     // kKeys floats: lse·log2 e (+inf past T)
+  static constexpr int kOffD = kOffLse + kKeys * 4;            // 64 floats per warpgroup: D of the block
+  // With the bias: each thread's running sums of the dQ values it stored (D/4 columns, rows g and g + 8), slot x
+  // of thread t at x·kThreads + t (conflict-free), then each warp's column sums of dQ, dK, dV (3·D floats).
+  static constexpr int kOffQacc = kOffD + kKeys * 4;
+  static constexpr int kOffWsum = kOffQacc + D / 4 * kThreads * 4;
+  static constexpr int kOffBar = kOffWsum + 4 * NWG * 3 * D * 4;  // 3 mbarriers: K/V, Q/dO buffers 0, 1
+  static constexpr int kSmem = kOffBar + 3 * 8 + 1024;           // + slack for the 1024-byte alignment
+};
+
+// Fold over g (lane bits 2..4): lanes with the same q hold the same columns for different rows.
+__device__ __forceinline__ float fold_rows(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 4);
+  v += __shfl_xor_sync(0xffffffffu, v, 8);
+  return v + __shfl_xor_sync(0xffffffffu, v, 16);
+}
+
+__device__ __forceinline__ void st_shared(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+__device__ __forceinline__ uint32_t ld_shared(uint32_t addr) {
+  uint32_t v;
+  asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
+  return v;
+}
+
+// Warpgroup-local barrier (named barrier 1 + wgi, its 128 threads): orders the warpgroup's shared-memory writes
+// before a wgmma of the same warpgroup that reads them.
+__device__ __forceinline__ void wg_sync(int wgi) {
+  asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wgi) : "memory");
+}
+
+// One query block for one warpgroup: everything but dQ (see the header). NQ (16, 32, 64) is the product width,
+// >= the block's queries that exist; dSᵀ of those NQ queries goes to the warpgroup's rows of the dSᵀ buffer
+// (sdsb: shared address of the buffer, sdsw: of the warpgroup's 64 rows).
+// kPsm (4 warpgroups, 128 registers a thread): Pᵀ goes through those same rows (dV's A operand from shared
+// memory, K-major) instead of staying in registers while dPᵀ is computed; with it in registers the kernel
+// needed ~30 registers more than the 128 it has and ptxas spilled and serialized every wgmma (C7512).
+template <int D, int NWG, int NQ, bool kPsm>
+__device__ __forceinline__ void key_block(float (&dk)[D / 2], float (&dv)[D / 2], uint32_t sKw, uint32_t sVw,
+                                          uint32_t sQb, uint32_t sdOb, uint32_t sOb, const float* l2b, float* Dw,
+                                          uint32_t sdsb, uint32_t sdsw, int kr, bool kok0, bool kok1, float sl2,
+                                          int q, int wgi) {
+  using C = WgBwdCfg<D, NWG>;
+  static_assert(D == 64, "D of a query block: two threads per row, 32 columns each");
+  constexpr int NS = NQ / 2;   // score registers a thread (64 × NQ over 128 threads)
+  // D = rowsum(dO ⊙ O) of the block's 64 queries into this warpgroup's Db (every warpgroup computes its own copy:
+  // no barrier between warpgroups). Thread t takes row t/2, 16-byte chunks 4·(t%2)..+3 of both swizzled tiles (4
+  // rows × 2 halves of one 8-thread load phase land in 8 different chunk columns: no bank conflicts). Read at the
+  // dSᵀ step, after the warpgroup barrier below (kPsm) or the one at the end of this block.
+  {
+    const int t = threadIdx.x % 128, row = t / 2, half = t % 2;
+    float dsum = 0.f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const uint32_t off = wg::sw128_offset(row, 4 * half + k, 64);
+      uint4 ov, gv;
+      asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=r"(ov.x), "=r"(ov.y), "=r"(ov.z), "=r"(ov.w)
+                   : "r"(sOb + off));
+      asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=r"(gv.x), "=r"(gv.y), "=r"(gv.z), "=r"(gv.w)
+                   : "r"(sdOb + off));
+      const uint32_t ow[4] = {ov.x, ov.y, ov.z, ov.w}, gw[4] = {gv.x, gv.y, gv.z, gv.w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float2 of = unpack_bf16(ow[e]), gf = unpack_bf16(gw[e]);
+        dsum = fmaf(of.x, gf.x, fmaf(of.y, gf.y, dsum));
+      }
+    }
+    dsum += __shfl_xor_sync(0xffffffffu, dsum, 1);
+    if (half == 0) Dw[row] = dsum;
+    if constexpr (!kPsm) wg_sync(wgi);
+  }
+  constexpr int NK = NQ / 16;  // 16-query slices: k-steps of the dV, dK products
+  // Rows kr, kr + 8 of the dSᵀ tile, 16-byte chunks 2kk, 2kk + 1 (queries 16kk.., 16kk + 8..), 4 bytes at 4q: the
+  // 8 rows of one store sit in 8 different chunk columns (swizzle), so no bank conflicts. Item x of slice kk is
+  // the A-fragment register x (a[0] key g, a[1] key g + 8, a[2], a[3] the same 8 queries on).
+  // 32-bit shared addresses: row kr + 8 has the same swizzle phase as row kr (1024 bytes on).
+  const uint32_t row_addr = sdsb + (uint32_t)kr * 128 + 4 * q;
+  const int phase = kr & 7;
+  auto word_addr = [&](int kk, int x) -> uint32_t {
+    return row_addr + 1024 * (x & 1) + (((2 * kk + (x >> 1)) ^ phase) << 4);
+  };
+  // Sᵀ = K Qᵀ.
+  float s[NS];
+#pragma unroll
+  for (int x = 0; x < NS; ++x) s[x] = 0.f;
+  wg::fence_operand(s);
+  wg::fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+    wg::Wgmma<NQ>::template ss<0, 0>(s, wg::desc_k_major(sKw, 64, kk), wg::desc_k_major(sQb, 64, kk), kk > 0 ? 1 : 0);
+  wg::commit();
+  wg::wait<0>();
+  wg::fence_operand(s);
+  // Pᵀ = exp(scale·Sᵀ − lse[query]) as bf16 A fragments (item 1 of wgmma.cuh: s[4j + 2r + c] is key row g + 8r,
+  // query 8j + 2q + c; slice kk packs j = 2kk, 2kk + 1).
+  uint32_t pa[NK][4];
+#pragma unroll
+  for (int kk = 0; kk < NK; ++kk) {
+    float p[2][4];
+#pragma unroll
+    for (int hj = 0; hj < 2; ++hj) {
+      const int j = 2 * kk + hj;
+      const float2 l2 = *reinterpret_cast<const float2*>(l2b + 8 * j + 2 * q);
+      p[hj][0] = kok0 ? fast_exp2(fmaf(s[4 * j + 0], sl2, -l2.x)) : 0.f;
+      p[hj][1] = kok0 ? fast_exp2(fmaf(s[4 * j + 1], sl2, -l2.y)) : 0.f;
+      p[hj][2] = kok1 ? fast_exp2(fmaf(s[4 * j + 2], sl2, -l2.x)) : 0.f;
+      p[hj][3] = kok1 ? fast_exp2(fmaf(s[4 * j + 3], sl2, -l2.y)) : 0.f;
+    }
+    pa[kk][0] = pack_bf16(p[0][0], p[0][1]);
+    pa[kk][1] = pack_bf16(p[0][2], p[0][3]);
+    pa[kk][2] = pack_bf16(p[1][0], p[1][1]);
+    pa[kk][3] = pack_bf16(p[1][2], p[1][3]);
+    if constexpr (kPsm) {
+#pragma unroll
+      for (int x = 0; x < 4; ++x) st_shared(word_addr(kk, x), pa[kk][x]);
+    }
+  }
+  if constexpr (kPsm) {
+    wg::fence_proxy_async();
+    wg_sync(wgi);  // all of the warpgroup's Pᵀ rows are written before its wgmma reads them
+  }
+  // dV += Pᵀ dO (in flight while dPᵀ is computed), then dPᵀ = V dOᵀ.
+  float dp[NS];
+#pragma unroll
+  for (int x = 0; x < NS; ++x) dp[x] = 0.f;
+  wg::fence_operand(dv);
+  wg::fence_operand(dp);
+  wg::fence();
+#pragma unroll
+  for (int kk = 0; kk < NK; ++kk) {
+    if constexpr (kPsm)
+      wg::Wgmma<D>::template ss<0, 1>(dv, wg::desc_k_major(sdsw, 64, kk), wg::desc_mn_major(sdOb, 64, kk), 1);
+    else
+      wg::Wgmma<D>::template rs<1>(dv, pa[kk], wg::desc_mn_major(sdOb, 64, kk), 1);
+  }
+  wg::commit();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk)
+    wg::Wgmma<NQ>::template ss<0, 0>(dp, wg::desc_k_major(sVw, 64, kk), wg::desc_k_major(sdOb, 64, kk),
+                                     kk > 0 ? 1 : 0);
+  wg::commit();
+  wg::wait<0>();
+  wg::fence_operand(dv);
+  wg::fence_operand(dp);
+  // dSᵀ = Pᵀ ⊙ (dPᵀ − D[query]) from the same rounded P (read back from the tile with kPsm: this thread's own
+  // words, and the dV product that read them has completed), to bf16 once: the A operand of dK += dSᵀ Q, and (as
+  // rows of keys in the dSᵀ tile, over P) of dQ = dS K.
+  uint32_t da[NK][4];
+#pragma unroll
+  for (int kk = 0; kk < NK; ++kk) {
+    const float2 d0 = *reinterpret_cast<const float2*>(Dw + 16 * kk + 2 * q);
+    const float2 d1 = *reinterpret_cast<const float2*>(Dw + 16 * kk + 8 + 2 * q);
+    uint32_t pw[4];
+#pragma unroll
+    for (int x = 0; x < 4; ++x) pw[x] = kPsm ? ld_shared(word_addr(kk, x)) : pa[kk][x];
+    const float2 p0 = unpack_bf16(pw[0]), p1 = unpack_bf16(pw[1]);
+    const float2 p2 = unpack_bf16(pw[2]), p3 = unpack_bf16(pw[3]);
+    const float* e = dp + 8 * kk;
+    da[kk][0] = pack_bf16(p0.x * (e[0] - d0.x), p0.y * (e[1] - d0.y));  // key g,     queries 16kk + 2q, +1
+    da[kk][1] = pack_bf16(p1.x * (e[2] - d0.x), p1.y * (e[3] - d0.y));  // key g + 8, same queries
+    da[kk][2] = pack_bf16(p2.x * (e[4] - d1.x), p2.y * (e[5] - d1.y));  // key g,     queries 16kk + 8 + 2q, +1
+    da[kk][3] = pack_bf16(p3.x * (e[6] - d1.x), p3.y * (e[7] - d1.y));  // key g + 8, same queries
+#pragma unroll
+    for (int x = 0; x < 4; ++x) st_shared(word_addr(kk, x), da[kk][x]);
+  }
+  wg::fence_proxy_async();  // the dSᵀ stores, for the dQ product after the next barrier
+  // dK += dSᵀ Q.
+  wg::fence_operand(dk);
+  wg::fence();
+#pragma unroll
+  for (int kk = 0; kk < NK; ++kk) wg::Wgmma<D>::template rs<1>(dk, da[kk], wg::desc_mn_major(sQb, 64, kk), 1);
+  wg::commit();
+  wg::wait<0>();
+  wg::fence_operand(dk);
+}
+
+template <int D, int NWG>
+__device__ __forceinline__ void key_block_dispatch(int q_valid, float (&dk)[D / 2], float (&dv)[D / 2], uint32_t sKw,
+                                                   uint32_t sVw, uint32_t sQb, uint32_t sdOb, uint32_t sOb,
+                                                   const float* l2b, float* Dw, uint32_t sdsb, uint32_t sdsw, int kr,
+                                                   bool kok0, bool kok1, float sl2, int q, int wgi) {
+  constexpr bool kPsm = NWG == 4;
+  if (q_valid <= 16)
+    key_block<D, NWG, 16, kPsm>(dk, dv, sKw, sVw, sQb, sdOb, sOb, l2b, Dw, sdsb, sdsw, kr, kok0, kok1, sl2, q, wgi);
+  else if (q_valid <= 32)
+    key_block<D, NWG, 32, kPsm>(dk, dv, sKw, sVw, sQb, sdOb, sOb, l2b, Dw, sdsb, sdsw, kr, kok0, kok1, sl2, q, wgi);
+  else
+    key_block<D, NWG, 64, kPsm>(dk, dv, sKw, sVw, sQb, sdOb, sOb, l2b, Dw, sdsb, sdsw, kr, kok0, kok1, sl2, q, wgi);
+}
+
+// dQ (64 queries × D) = dS K over the first NK 16-key slices: one complete wgmma group.
+template <int D, int NWG, int NK>
+__device__ __forceinline__ void dq_steps(float (&acc)[D / 2], uint32_t sdSb, uint32_t sK) {
+  using C = WgBwdCfg<D, NWG>;
+#pragma unroll
+  for (int x = 0; x < D / 2; ++x) acc[x] = 0.f;
+  wg::fence_operand(acc);
+  wg::fence();
+#pragma unroll
+  for (int kk = 0; kk < NK; ++kk)
+    wg::Wgmma<D>::template ss<1, 1>(acc, wg::desc_mn_major(sdSb, C::kKeys, kk), wg::desc_mn_major(sK, C::kKeys, kk),
+                                    kk > 0 ? 1 : 0);
+  wg::commit();
+  wg::wait<0>();
+  wg::fence_operand(acc);
+}
+
+template <int D, int NWG, int NK = 4 * NWG>
+__device__ __forceinline__ void dq_dispatch(int nk, float (&acc)[D / 2], uint32_t sdSb, uint32_t sK) {
+  if constexpr (NK > 1) {
+    if (nk < NK) return dq_dispatch<D, NWG, NK - 1>(nk, acc, sdSb, sK);
+  }
+  dq_steps<D, NWG, NK>(acc, sdSb, sK);
+}
+
+// grid: B · H CTAs, one per (b, h); block: 128 · NWG threads. map_qkv: qkv as (B·T rows, 3·H·D columns); map_do,
+// map_o: dout and out as (B·T rows, H·D columns); all in boxes of 64 rows.
+template <int D, int NWG>
+__global__ void __launch_bounds__(128 * NWG, 1)
+    wg_bwd_kernel(bf16* __restrict__ dqkv, const float* __restrict__ lse, const __grid_constant__ CUtensorMap map_qkv,
+                  const __grid_constant__ CUtensorMap map_do, const __grid_constant__ CUtensorMap map_o, int Tn, int H,
+                  float scale, float* __restrict__ bias_part) {
+#if defined(VIT_WG_BWD_HAS_WGMMA)
+  using C = WgBwdCfg<D, NWG>;
+  extern __shared__ unsigned char smem_raw[];
+  const uint32_t raw = wg::smem_u32(smem_raw);
+  const uint32_t base = (raw + 1023u) & ~1023u;
+  unsigned char* const gbase = smem_raw + (base - raw);  // generic pointer to `base`
+  const uint32_t sK = base + C::kOffK, sV = base + C::kOffV, sQ = base + C::kOffQ, sdO = base + C::kOffdO;
+  const uint32_t sO = base + C::kOffO;
+  const uint32_t sdS = base + C::kOffdS, bars = base + C::kOffBar;
+  float* const sLse2 = reinterpret_cast<float*>(gbase + C::kOffLse);
+  float* const sD = reinterpret_cast<float*>(gbase + C::kOffD);
+  float* const sQacc = reinterpret_cast<float*>(gbase + C::kOffQacc);
+  float* const sWsum = reinterpret_cast<float*>(gbase + C::kOffWsum);
+
+  const int tid = threadIdx.x, wgi = tid / 128, warp = (tid % 128) / 32, lane = tid % 32;
+  const int g = lane / 4, q = lane % 4;
+  const int bh = blockIdx.x, b = bh / H, h = bh % H;
+  const i64 ld = 3LL * H * D;  // token stride of dqkv
+  const int n_qb = (Tn + 63) / 64;               // query blocks (<= NWG)
+  const int n_kt = (Tn + 15) / 16;               // 16-key slices holding a real key
+  const bool with_bias = bias_part != nullptr;
+
+  if (tid == 0) {
+    for (int x = 0; x < 3; ++x) tma::mbar_init(bars + 8 * x);
+    tma::mbar_init_fence();
+  }
+  __syncthreads();
+  if (tid == 0) {
+    tma::mbar_expect_tx(bars, 2 * NWG * C::kTile);
+    for (int w = 0; w < NWG; ++w) {
+      tma::load_2d(sK + w * C::kTile, &map_qkv, (H + h) * D, b * Tn + 64 * w, bars);
+      tma::load_2d(sV + w * C::kTile, &map_qkv, (2 * H + h) * D, b * Tn + 64 * w, bars);
+    }
+    tma::mbar_expect_tx(bars + 8, 3 * C::kTile);
+    tma::load_2d(sQ, &map_qkv, h * D, b * Tn, bars + 8);
+    tma::load_2d(sdO, &map_do, h * D, b * Tn, bars + 8);
+    tma::load_2d(sO, &map_o, h * D, b * Tn, bars + 8);
+  }
+  // While those fly: lse·log2 e of every query (+inf past T, so P = 0 there). D = rowsum(dO ⊙ O) is formed per
+  // query block from O tiles that the copy engine brings with Q and dO: computed here from global memory (a
+  // thread per row, strided loads) it cost more than a third of the kernel, exposed with one CTA per SM (runs 50-51).
+  for (int r = tid; r < C::kKeys; r += C::kThreads) sLse2[r] = r < Tn ? lse[(i64)bh * Tn + r] * kLog2e : INFINITY;
+  if (with_bias)
+#pragma unroll
+    for (int x = 0; x < D / 4; ++x) sQacc[x * C::kThreads + tid] = 0.f;
+
+  const float sl2 = scale * kLog2e;
+  const int kr = 64 * wgi + 16 * warp + g;  // this thread's key rows: kr, kr + 8
+  const bool kok0 = kr < Tn, kok1 = kr + 8 < Tn;
+  float dk[D / 2], dv[D / 2];
+#pragma unroll
+  for (int x = 0; x < D / 2; ++x) dk[x] = dv[x] = 0.f;
+
+  for (int i = 0; i <= n_qb; ++i) {  // step i: the dK, dV work of query block i and the dQ of block i − 1
+    __syncthreads();  // step i − 1 is done everywhere: its Q/dO buffer is free, dSᵀ of block i − 1 is complete
+    if (tid == 0 && i + 1 < n_qb) {
+      const int nb = (i + 1) & 1;
+      const uint32_t bar = bars + 8 * (1 + nb);
+      tma::mbar_expect_tx(bar, 3 * C::kTile);
+      tma::load_2d(sQ + nb * C::kTile, &map_qkv, h * D, b * Tn + 64 * (i + 1), bar);
+      tma::load_2d(sdO + nb * C::kTile, &map_do, h * D, b * Tn + 64 * (i + 1), bar);
+      tma::load_2d(sO + nb * C::kTile, &map_o, h * D, b * Tn + 64 * (i + 1), bar);
+    }
+    if (i >= 1 && wgi == (i - 1) % NWG) {  // dQ of block i − 1, by one warpgroup in turn
+      const int iq = i - 1, q_valid = min(64, Tn - 64 * iq);
+      float acc[D / 2];
+      dq_dispatch<D, NWG>(n_kt, acc, sdS + (iq & 1) * NWG * C::kTile, sK);
+      // acc[4j + 2r + c] = dQ(query 16·warp + g + 8r, column 8j + 2q + c), before the scale. With the bias, the
+      // stored values of rows g and g + 8 go into this thread's own running sums (folded over the warp once, at
+      // the end: shuffles here would sit on the step's critical path, this warpgroup's).
+      const bool ok0 = 16 * warp + g < q_valid, ok1 = 16 * warp + g + 8 < q_valid;
+      bf16* dst = dqkv + ((i64)b * Tn + 64 * iq + 16 * warp + g) * ld + (i64)h * D + 2 * q;
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j) {
+        const uint32_t v0 = pack_bf16(acc[4 * j] * scale, acc[4 * j + 1] * scale);
+        const uint32_t v1 = pack_bf16(acc[4 * j + 2] * scale, acc[4 * j + 3] * scale);
+        if (ok0) *reinterpret_cast<uint32_t*>(dst + 8 * j) = v0;
+        if (ok1) *reinterpret_cast<uint32_t*>(dst + 8 * ld + 8 * j) = v1;
+        if (with_bias) {
+          const float2 f0 = unpack_bf16(v0), f1 = unpack_bf16(v1);
+          sQacc[(2 * j) * C::kThreads + tid] += (ok0 ? f0.x : 0.f) + (ok1 ? f1.x : 0.f);
+          sQacc[(2 * j + 1) * C::kThreads + tid] += (ok0 ? f0.y : 0.f) + (ok1 ? f1.y : 0.f);
+        }
+      }
+    }
+    if (i < n_qb) {
+      const int buf = i & 1;
+      if (i == 0) tma::mbar_wait(bars, 0);             // K and V have landed
+      tma::mbar_wait(bars + 8 * (1 + buf), (i >> 1) & 1);  // Q and dO of block i have landed
+      key_block_dispatch<D, NWG>(min(64, Tn - 64 * i), dk, dv, sK + wgi * C::kTile, sV + wgi * C::kTile,
+                                 sQ + buf * C::kTile, sdO + buf * C::kTile, sO + buf * C::kTile, sLse2 + 64 * i,
+                                 sD + 64 * wgi,
+                                 sdS + buf * NWG * C::kTile, sdS + (buf * NWG + wgi) * C::kTile, kr,
+                                 kok0, kok1, sl2, q, wgi);
+    }
+  }
+
+  // dK (scaled) and dV, rounded to bf16 once: the values stored are the values summed for the bias.
+  float ks[D / 4], vs[D / 4];
+#pragma unroll
+  for (int x = 0; x < D / 4; ++x) ks[x] = vs[x] = 0.f;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int key = kr + 8 * r;
+    if (key < Tn) {
+      bf16* dkr = dqkv + ((i64)b * Tn + key) * ld + (i64)(H + h) * D + 2 * q;
+      bf16* dvr = dkr + (i64)H * D;
+#pragma unroll
+      for (int j = 0; j < D / 8; ++j) {
+        const uint32_t kv = pack_bf16(dk[4 * j + 2 * r] * scale, dk[4 * j + 2 * r + 1] * scale);
+        const uint32_t vv = pack_bf16(dv[4 * j + 2 * r], dv[4 * j + 2 * r + 1]);
+        *reinterpret_cast<uint32_t*>(dkr + 8 * j) = kv;
+        *reinterpret_cast<uint32_t*>(dvr + 8 * j) = vv;
+        const float2 kf = unpack_bf16(kv), vf = unpack_bf16(vv);
+        ks[2 * j] += kf.x, ks[2 * j + 1] += kf.y;
+        vs[2 * j] += vf.x, vs[2 * j + 1] += vf.y;
+      }
+    }
+  }
+  if (!with_bias) return;
+  // Each warp's column sums (folded over g) into its row of sWsum, then the rows added in warp order.
+  float* mine = sWsum + (wgi * 4 + warp) * 3 * D;
+#pragma unroll
+  for (int j = 0; j < D / 8; ++j)
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int col = 8 * j + 2 * q + c;
+      const float sq = fold_rows(sQacc[(2 * j + c) * C::kThreads + tid]);
+      const float sk = fold_rows(ks[2 * j + c]), sv = fold_rows(vs[2 * j + c]);
+      if (g == 0) {
+        mine[col] = sq;
+        mine[D + col] = sk;
+        mine[2 * D + col] = sv;
+      }
+    }
+  __syncthreads();
+  for (int c = tid; c < 3 * D; c += C::kThreads) {
+    float s = 0.f;
+    for (int w = 0; w < 4 * NWG; ++w) s += sWsum[w * 3 * D + c];
+    const int part = c / D;  // 0 q, 1 k, 2 v: the qkv layout's (3, H, D) columns
+    bias_part[(i64)b * 3 * H * D + ((i64)part * H + h) * D + c % D] = s;
+  }
+#else
+  __trap();  // not an sm_90a build (see attention_bwd_wg.h)
+#endif
+}
+
+template <int D, int NWG>
+void launch(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn, int H,
+            float scale, cudaStream_t stream, float* bias_part) {
+  using C = WgBwdCfg<D, NWG>;
+  static_assert(C::kSmem + 1024 <= 228 * 1024, "wg backward: one CTA does not fit an SM's shared memory");
+  const i64 blocks = (i64)B * H;
+  if (blocks == 0) return;
+  VIT_REQUIRE(blocks < (1LL << 31), "attention: B·H = ", blocks, " is too large for one launch");
+  const i64 rows = (i64)B * Tn;
+  const CUtensorMap map_qkv = bf16_tensor_map_2d(qkv, rows, 3LL * H * D, 3LL * H * D, 64, "attention qkv");
+  const CUtensorMap map_do = bf16_tensor_map_2d(dout, rows, (i64)H * D, (i64)H * D, 64, "attention dout");
+  const CUtensorMap map_o = bf16_tensor_map_2d(out, rows, (i64)H * D, (i64)H * D, 64, "attention out");
+  auto kernel = wg_bwd_kernel<D, NWG>;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
+  kernel<<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(dqkv, lse, map_qkv, map_do, map_o, Tn, H, scale,
+                                                              bias_part);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+bool wg_backward_enabled() {
+  const char* env = std::getenv("VIT_ATTN_WG_BWD");
+  if (env == nullptr || *env == '\0') return true;
+  const std::string v = env;
+  VIT_REQUIRE(v == "0" || v == "1", "VIT_ATTN_WG_BWD must be 0 (the resident backward) or 1 (the wgmma backward), not '",
+              v, "'");
+  return v == "1";
+}
+
+bool wg_backward_supports(int Tn, int d) { return Tn <= 256 && wg_forward_supports(Tn, d); }
+
+void wg_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
+                 int H, int d, float scale, cudaStream_t stream, float* bias_part) {
+  VIT_REQUIRE(d == 64 && Tn >= 1 && Tn <= 256, "wg_backward: T = ", Tn, ", d = ", d,
+              " has no wgmma kernel (d = 64, T <= 256; see attention_bwd_wg.h)");
+  switch ((Tn + 63) / 64) {
+    case 1: return launch<64, 1>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, stream, bias_part);
+    case 2: return launch<64, 2>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, stream, bias_part);
+    case 3: return launch<64, 3>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, stream, bias_part);
+    default: return launch<64, 4>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, stream, bias_part);
+  }
+}
+
+}  // namespace vit::gpu::attn
