@@ -69,13 +69,16 @@ struct WgBwdCfg {
   static constexpr int kOffO = kOffdO + 2 * kTile;             // 2 buffers (for D = rowsum(dO ⊙ O))
   static constexpr int kOffdS = kOffO + 2 * kTile;             // 2 buffers of kKeys rows
   static constexpr int kOffLse = kOffdS + 2 * NWG * kTile;     // kKeys floats: lse·log2 e (+inf past T)
-  static constexpr int kOffD = kOffLse + kKeys * 4;            // 64 floats per warpgroup: D of the block
+  static constexpr int kOffD = kOffLse + kKeys * 4;            // 2 buffers of 64 floats: D of a block
   // With the bias: each thread's running sums of the dQ values it stored (D/4 columns, rows g and g + 8), slot x
   // of thread t at x·kThreads + t (conflict-free), then each warp's column sums of dQ, dK, dV (3·D floats).
-  static constexpr int kOffQacc = kOffD + kKeys * 4;
+  static constexpr int kOffQacc = kOffD + 2 * 64 * 4;
   static constexpr int kOffWsum = kOffQacc + D / 4 * kThreads * 4;
-  static constexpr int kOffBar = kOffWsum + 4 * NWG * 3 * D * 4;  // 3 mbarriers: K/V, Q/dO buffers 0, 1
-  static constexpr int kSmem = kOffBar + 3 * 8 + 1024;           // + slack for the 1024-byte alignment
+  // mbarriers: K/V landed; per buffer b: Q/dO/O landed (qfull), dSᵀ stored by every warpgroup (dsfull), dSᵀ read
+  // by the dQ product (dsempty), D of the block computed (dfull).
+  static constexpr int kOffBar = kOffWsum + 4 * NWG * 3 * D * 4;
+  static constexpr int kBarKV = 0, kBarQFull = 8, kBarDsFull = 24, kBarDsEmpty = 40, kBarDFull = 56, kBarBytes = 72;
+  static constexpr int kSmem = kOffBar + kBarBytes + 1024;  // + slack for the 1024-byte alignment
 };
 
 // Fold over g (lane bits 2..4): lanes with the same q hold the same columns for different rows.
@@ -87,6 +90,11 @@ __device__ __forceinline__ float fold_rows(float v) {
 
 __device__ __forceinline__ void st_shared(uint32_t addr, uint32_t v) {
   asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+__device__ __forceinline__ float2 ld_shared_f2(uint32_t addr) {
+  float2 v;
+  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(addr) : "memory");
+  return v;
 }
 __device__ __forceinline__ uint32_t ld_shared(uint32_t addr) {
   uint32_t v;
@@ -107,41 +115,19 @@ __device__ __forceinline__ void wg_sync(int wgi) {
 // memory, K-major) instead of staying in registers while dPᵀ is computed; with it in registers the kernel
 // needed ~30 registers more than the 128 it has and ptxas spilled and serialized every wgmma (C7512).
 template <int D, int NWG, int NQ, bool kPsm>
-__device__ __forceinline__ void key_block(float (&dk)[D / 2], float (&dv)[D / 2], uint32_t sKw, uint32_t sVw,
-                                          uint32_t sQb, uint32_t sdOb, uint32_t sOb, const float* l2b, float* Dw,
-                                          uint32_t sdsb, uint32_t sdsw, int kr, bool kok0, bool kok1, float sl2,
-                                          int q, int wgi) {
+__device__ __forceinline__ void key_block(float (&dk)[D / 2], float (&dv)[D / 2], uint32_t base, int i, int kr,
+                                          bool kok0, bool kok1, float sl2, int q, int wgi) {
   using C = WgBwdCfg<D, NWG>;
-  static_assert(D == 64, "D of a query block: two threads per row, 32 columns each");
   constexpr int NS = NQ / 2;   // score registers a thread (64 × NQ over 128 threads)
-  // D = rowsum(dO ⊙ O) of the block's 64 queries into this warpgroup's Db (every warpgroup computes its own copy:
-  // no barrier between warpgroups). Thread t takes row t/2, 16-byte chunks 4·(t%2)..+3 of both swizzled tiles (4
-  // rows × 2 halves of one 8-thread load phase land in 8 different chunk columns: no bank conflicts). Read at the
-  // dSᵀ step, after the warpgroup barrier below (kPsm) or the one at the end of this block.
-  {
-    const int t = threadIdx.x % 128, row = t / 2, half = t % 2;
-    float dsum = 0.f;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const uint32_t off = wg::sw128_offset(row, 4 * half + k, 64);
-      uint4 ov, gv;
-      asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-                   : "=r"(ov.x), "=r"(ov.y), "=r"(ov.z), "=r"(ov.w)
-                   : "r"(sOb + off));
-      asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-                   : "=r"(gv.x), "=r"(gv.y), "=r"(gv.z), "=r"(gv.w)
-                   : "r"(sdOb + off));
-      const uint32_t ow[4] = {ov.x, ov.y, ov.z, ov.w}, gw[4] = {gv.x, gv.y, gv.z, gv.w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 of = unpack_bf16(ow[e]), gf = unpack_bf16(gw[e]);
-        dsum = fmaf(of.x, gf.x, fmaf(of.y, gf.y, dsum));
-      }
-    }
-    dsum += __shfl_xor_sync(0xffffffffu, dsum, 1);
-    if (half == 0) Dw[row] = dsum;
-    if constexpr (!kPsm) wg_sync(wgi);
-  }
+  // Every address from the shared-memory base (32-bit shared addresses, cheap to remake: at 4 warpgroups the
+  // kernel has no registers to keep a dozen pointers live across the block).
+  const int buf = i & 1;
+  const uint32_t sKw = base + C::kOffK + wgi * C::kTile, sVw = base + C::kOffV + wgi * C::kTile;
+  const uint32_t sQb = base + C::kOffQ + buf * C::kTile, sdOb = base + C::kOffdO + buf * C::kTile;
+  const uint32_t sdsb = base + C::kOffdS + buf * NWG * C::kTile, sdsw = sdsb + wgi * C::kTile;
+  const uint32_t l2b = base + C::kOffLse + 4 * 64 * i, Db = base + C::kOffD + 4 * 64 * buf;
+  const uint32_t bar_dfull = base + C::kOffBar + C::kBarDFull + 8 * buf;
+  const uint32_t bar_dsfull = base + C::kOffBar + C::kBarDsFull + 8 * buf;
   constexpr int NK = NQ / 16;  // 16-query slices: k-steps of the dV, dK products
   // Rows kr, kr + 8 of the dSᵀ tile, 16-byte chunks 2kk, 2kk + 1 (queries 16kk.., 16kk + 8..), 4 bytes at 4q: the
   // 8 rows of one store sit in 8 different chunk columns (swizzle), so no bank conflicts. Item x of slice kk is
@@ -152,6 +138,12 @@ __device__ __forceinline__ void key_block(float (&dk)[D / 2], float (&dv)[D / 2]
   auto word_addr = [&](int kk, int x) -> uint32_t {
     return row_addr + 1024 * (x & 1) + (((2 * kk + (x >> 1)) ^ phase) << 4);
   };
+  // Descriptors: each made once, just before its product (not all up front: 14 registers more and ptxas spills at
+  // 4 warpgroups); a k-step moves the start address, i.e. adds (bytes >> 4) to the descriptor (addresses stay below
+  // 256 KB, so the 14-bit field never carries): +2 per 32-byte K-major step, +128 per 2048-byte MN-major step
+  // (kernels/wgmma.cuh items 4, 5).
+  auto k_major = [](uint32_t tile) { return wg::sw128_desc(tile, 16, 1024); };
+  auto mn_major = [](uint32_t tile) { return wg::sw128_desc(tile, 64 * 128, 1024); };
   // Sᵀ = K Qᵀ.
   float s[NS];
 #pragma unroll
@@ -160,7 +152,7 @@ __device__ __forceinline__ void key_block(float (&dk)[D / 2], float (&dv)[D / 2]
   wg::fence();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk)
-    wg::Wgmma<NQ>::template ss<0, 0>(s, wg::desc_k_major(sKw, 64, kk), wg::desc_k_major(sQb, 64, kk), kk > 0 ? 1 : 0);
+    wg::Wgmma<NQ>::template ss<0, 0>(s, k_major(sKw) + 2 * kk, k_major(sQb) + 2 * kk, kk > 0 ? 1 : 0);
   wg::commit();
   wg::wait<0>();
   wg::fence_operand(s);
@@ -173,7 +165,7 @@ __device__ __forceinline__ void key_block(float (&dk)[D / 2], float (&dv)[D / 2]
 #pragma unroll
     for (int hj = 0; hj < 2; ++hj) {
       const int j = 2 * kk + hj;
-      const float2 l2 = *reinterpret_cast<const float2*>(l2b + 8 * j + 2 * q);
+      const float2 l2 = ld_shared_f2(l2b + 4 * (8 * j + 2 * q));
       p[hj][0] = kok0 ? fast_exp2(fmaf(s[4 * j + 0], sl2, -l2.x)) : 0.f;
       p[hj][1] = kok0 ? fast_exp2(fmaf(s[4 * j + 1], sl2, -l2.y)) : 0.f;
       p[hj][2] = kok1 ? fast_exp2(fmaf(s[4 * j + 2], sl2, -l2.x)) : 0.f;
@@ -202,27 +194,27 @@ __device__ __forceinline__ void key_block(float (&dk)[D / 2], float (&dv)[D / 2]
 #pragma unroll
   for (int kk = 0; kk < NK; ++kk) {
     if constexpr (kPsm)
-      wg::Wgmma<D>::template ss<0, 1>(dv, wg::desc_k_major(sdsw, 64, kk), wg::desc_mn_major(sdOb, 64, kk), 1);
+      wg::Wgmma<D>::template ss<0, 1>(dv, k_major(sdsw) + 2 * kk, mn_major(sdOb) + 128 * kk, 1);
     else
-      wg::Wgmma<D>::template rs<1>(dv, pa[kk], wg::desc_mn_major(sdOb, 64, kk), 1);
+      wg::Wgmma<D>::template rs<1>(dv, pa[kk], mn_major(sdOb) + 128 * kk, 1);
   }
   wg::commit();
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk)
-    wg::Wgmma<NQ>::template ss<0, 0>(dp, wg::desc_k_major(sVw, 64, kk), wg::desc_k_major(sdOb, 64, kk),
-                                     kk > 0 ? 1 : 0);
+    wg::Wgmma<NQ>::template ss<0, 0>(dp, k_major(sVw) + 2 * kk, k_major(sdOb) + 2 * kk, kk > 0 ? 1 : 0);
   wg::commit();
   wg::wait<0>();
   wg::fence_operand(dv);
   wg::fence_operand(dp);
+  tma::mbar_wait(bar_dfull, (i >> 1) & 1);  // D of the block, a share from every warpgroup (see the kernel)
   // dSᵀ = Pᵀ ⊙ (dPᵀ − D[query]) from the same rounded P (read back from the tile with kPsm: this thread's own
   // words, and the dV product that read them has completed), to bf16 once: the A operand of dK += dSᵀ Q, and (as
   // rows of keys in the dSᵀ tile, over P) of dQ = dS K.
   uint32_t da[NK][4];
 #pragma unroll
   for (int kk = 0; kk < NK; ++kk) {
-    const float2 d0 = *reinterpret_cast<const float2*>(Dw + 16 * kk + 2 * q);
-    const float2 d1 = *reinterpret_cast<const float2*>(Dw + 16 * kk + 8 + 2 * q);
+    const float2 d0 = ld_shared_f2(Db + 4 * (16 * kk + 2 * q));
+    const float2 d1 = ld_shared_f2(Db + 4 * (16 * kk + 8 + 2 * q));
     uint32_t pw[4];
 #pragma unroll
     for (int x = 0; x < 4; ++x) pw[x] = kPsm ? ld_shared(word_addr(kk, x)) : pa[kk][x];
@@ -233,32 +225,35 @@ __device__ __forceinline__ void key_block(float (&dk)[D / 2], float (&dv)[D / 2]
     da[kk][1] = pack_bf16(p1.x * (e[2] - d0.x), p1.y * (e[3] - d0.y));  // key g + 8, same queries
     da[kk][2] = pack_bf16(p2.x * (e[4] - d1.x), p2.y * (e[5] - d1.y));  // key g,     queries 16kk + 8 + 2q, +1
     da[kk][3] = pack_bf16(p3.x * (e[6] - d1.x), p3.y * (e[7] - d1.y));  // key g + 8, same queries
-#pragma unroll
-    for (int x = 0; x < 4; ++x) st_shared(word_addr(kk, x), da[kk][x]);
   }
-  wg::fence_proxy_async();  // the dSᵀ stores, for the dQ product after the next barrier
-  // dK += dSᵀ Q.
+  // dK += dSᵀ Q; then dSᵀ to the tile (after the wait: the A registers of a wgmma in flight must not be read), and
+  // the arrival on dsfull, which also says this warpgroup is done with the block's Q, dO and O: every product that
+  // read them has completed, and D (which read O) was used above.
   wg::fence_operand(dk);
   wg::fence();
 #pragma unroll
-  for (int kk = 0; kk < NK; ++kk) wg::Wgmma<D>::template rs<1>(dk, da[kk], wg::desc_mn_major(sQb, 64, kk), 1);
+  for (int kk = 0; kk < NK; ++kk) wg::Wgmma<D>::template rs<1>(dk, da[kk], mn_major(sQb) + 128 * kk, 1);
   wg::commit();
   wg::wait<0>();
   wg::fence_operand(dk);
+#pragma unroll
+  for (int kk = 0; kk < NK; ++kk)
+#pragma unroll
+    for (int x = 0; x < 4; ++x) st_shared(word_addr(kk, x), da[kk][x]);
+  wg::fence_proxy_async();  // the dSᵀ stores, for the dQ product (async proxy)
+  tma::mbar_arrive(bar_dsfull);
 }
 
 template <int D, int NWG>
-__device__ __forceinline__ void key_block_dispatch(int q_valid, float (&dk)[D / 2], float (&dv)[D / 2], uint32_t sKw,
-                                                   uint32_t sVw, uint32_t sQb, uint32_t sdOb, uint32_t sOb,
-                                                   const float* l2b, float* Dw, uint32_t sdsb, uint32_t sdsw, int kr,
-                                                   bool kok0, bool kok1, float sl2, int q, int wgi) {
+__device__ __forceinline__ void key_block_dispatch(int q_valid, float (&dk)[D / 2], float (&dv)[D / 2], uint32_t base,
+                                                   int i, int kr, bool kok0, bool kok1, float sl2, int q, int wgi) {
   constexpr bool kPsm = NWG == 4;
   if (q_valid <= 16)
-    key_block<D, NWG, 16, kPsm>(dk, dv, sKw, sVw, sQb, sdOb, sOb, l2b, Dw, sdsb, sdsw, kr, kok0, kok1, sl2, q, wgi);
+    key_block<D, NWG, 16, kPsm>(dk, dv, base, i, kr, kok0, kok1, sl2, q, wgi);
   else if (q_valid <= 32)
-    key_block<D, NWG, 32, kPsm>(dk, dv, sKw, sVw, sQb, sdOb, sOb, l2b, Dw, sdsb, sdsw, kr, kok0, kok1, sl2, q, wgi);
+    key_block<D, NWG, 32, kPsm>(dk, dv, base, i, kr, kok0, kok1, sl2, q, wgi);
   else
-    key_block<D, NWG, 64, kPsm>(dk, dv, sKw, sVw, sQb, sdOb, sOb, l2b, Dw, sdsb, sdsw, kr, kok0, kok1, sl2, q, wgi);
+    key_block<D, NWG, 64, kPsm>(dk, dv, base, i, kr, kok0, kok1, sl2, q, wgi);
 }
 
 // dQ (64 queries × D) = dS K over the first NK 16-key slices: one complete wgmma group.
@@ -269,10 +264,11 @@ __device__ __forceinline__ void dq_steps(float (&acc)[D / 2], uint32_t sdSb, uin
   for (int x = 0; x < D / 2; ++x) acc[x] = 0.f;
   wg::fence_operand(acc);
   wg::fence();
+  const uint64_t ds_desc = wg::sw128_desc(sdSb, C::kKeys * 128, 1024);
+  const uint64_t k_desc = wg::sw128_desc(sK, C::kKeys * 128, 1024);
 #pragma unroll
   for (int kk = 0; kk < NK; ++kk)
-    wg::Wgmma<D>::template ss<1, 1>(acc, wg::desc_mn_major(sdSb, C::kKeys, kk), wg::desc_mn_major(sK, C::kKeys, kk),
-                                    kk > 0 ? 1 : 0);
+    wg::Wgmma<D>::template ss<1, 1>(acc, ds_desc + 128 * kk, k_desc + 128 * kk, kk > 0 ? 1 : 0);
   wg::commit();
   wg::wait<0>();
   wg::fence_operand(acc);
@@ -315,21 +311,35 @@ __global__ void __launch_bounds__(128 * NWG, 1)
   const int n_kt = (Tn + 15) / 16;               // 16-key slices holding a real key
   const bool with_bias = bias_part != nullptr;
 
+  const uint32_t bar_kv = bars + C::kBarKV, bar_qfull = bars + C::kBarQFull;
+  const uint32_t bar_dsfull = bars + C::kBarDsFull, bar_dsempty = bars + C::kBarDsEmpty;
+  const uint32_t bar_dfull = bars + C::kBarDFull;
+  // Query block i's copies go to buffer i & 1 and complete on qfull[i & 1].
+  auto load_query_block = [&](int i) {
+    const uint32_t bar = bar_qfull + 8 * (i & 1), off = (i & 1) * C::kTile;
+    tma::mbar_expect_tx(bar, 3 * C::kTile);
+    tma::load_2d(sQ + off, &map_qkv, h * D, b * Tn + 64 * i, bar);
+    tma::load_2d(sdO + off, &map_do, h * D, b * Tn + 64 * i, bar);
+    tma::load_2d(sO + off, &map_o, h * D, b * Tn + 64 * i, bar);
+  };
   if (tid == 0) {
-    for (int x = 0; x < 3; ++x) tma::mbar_init(bars + 8 * x);
+    tma::mbar_init(bar_kv);
+    for (int x = 0; x < 2; ++x) {
+      tma::mbar_init(bar_qfull + 8 * x);
+      tma::mbar_init(bar_dsfull + 8 * x, C::kThreads);  // every thread, after storing its dSᵀ words
+      tma::mbar_init(bar_dsempty + 8 * x);              // the dQ warpgroup's first thread, after the product
+      tma::mbar_init(bar_dfull + 8 * x, C::kThreads);   // every thread, after its share of D
+    }
     tma::mbar_init_fence();
   }
   __syncthreads();
   if (tid == 0) {
-    tma::mbar_expect_tx(bars, 2 * NWG * C::kTile);
+    tma::mbar_expect_tx(bar_kv, 2 * NWG * C::kTile);
     for (int w = 0; w < NWG; ++w) {
-      tma::load_2d(sK + w * C::kTile, &map_qkv, (H + h) * D, b * Tn + 64 * w, bars);
-      tma::load_2d(sV + w * C::kTile, &map_qkv, (2 * H + h) * D, b * Tn + 64 * w, bars);
+      tma::load_2d(sK + w * C::kTile, &map_qkv, (H + h) * D, b * Tn + 64 * w, bar_kv);
+      tma::load_2d(sV + w * C::kTile, &map_qkv, (2 * H + h) * D, b * Tn + 64 * w, bar_kv);
     }
-    tma::mbar_expect_tx(bars + 8, 3 * C::kTile);
-    tma::load_2d(sQ, &map_qkv, h * D, b * Tn, bars + 8);
-    tma::load_2d(sdO, &map_do, h * D, b * Tn, bars + 8);
-    tma::load_2d(sO, &map_o, h * D, b * Tn, bars + 8);
+    for (int i = 0; i < 2 && i < n_qb; ++i) load_query_block(i);
   }
   // While those fly: lse·log2 e of every query (+inf past T, so P = 0 there). D = rowsum(dO ⊙ O) is formed per
   // query block from O tiles that the copy engine brings with Q and dO: computed here from global memory (a
@@ -346,47 +356,76 @@ __global__ void __launch_bounds__(128 * NWG, 1)
 #pragma unroll
   for (int x = 0; x < D / 2; ++x) dk[x] = dv[x] = 0.f;
 
-  for (int i = 0; i <= n_qb; ++i) {  // step i: the dK, dV work of query block i and the dQ of block i − 1
-    __syncthreads();  // step i − 1 is done everywhere: its Q/dO buffer is free, dSᵀ of block i − 1 is complete
-    if (tid == 0 && i + 1 < n_qb) {
-      const int nb = (i + 1) & 1;
-      const uint32_t bar = bars + 8 * (1 + nb);
-      tma::mbar_expect_tx(bar, 3 * C::kTile);
-      tma::load_2d(sQ + nb * C::kTile, &map_qkv, h * D, b * Tn + 64 * (i + 1), bar);
-      tma::load_2d(sdO + nb * C::kTile, &map_do, h * D, b * Tn + 64 * (i + 1), bar);
-      tma::load_2d(sO + nb * C::kTile, &map_o, h * D, b * Tn + 64 * (i + 1), bar);
-    }
-    if (i >= 1 && wgi == (i - 1) % NWG) {  // dQ of block i − 1, by one warpgroup in turn
-      const int iq = i - 1, q_valid = min(64, Tn - 64 * iq);
-      float acc[D / 2];
-      dq_dispatch<D, NWG>(n_kt, acc, sdS + (iq & 1) * NWG * C::kTile, sK);
-      // acc[4j + 2r + c] = dQ(query 16·warp + g + 8r, column 8j + 2q + c), before the scale. With the bias, the
-      // stored values of rows g and g + 8 go into this thread's own running sums (folded over the warp once, at
-      // the end: shuffles here would sit on the step's critical path, this warpgroup's).
-      const bool ok0 = 16 * warp + g < q_valid, ok1 = 16 * warp + g + 8 < q_valid;
-      bf16* dst = dqkv + ((i64)b * Tn + 64 * iq + 16 * warp + g) * ld + (i64)h * D + 2 * q;
+  __syncthreads();  // lse·log2 e (and the zeroed bias sums) written
+  // No barrier over the CTA per block: each warpgroup waits only for what it reads (mbarriers), so the warpgroups
+  // drift apart, one's exp and dS work overlapping another's products, and the dQ product of block i (by warpgroup
+  // i mod NWG, once dsfull says every warpgroup stored its dSᵀ rows) delays only that warpgroup. With a
+  // __syncthreads per block the whole CTA waited for it every block (docs/benchmarks.md runs 51-53).
+  for (int i = 0; i < n_qb; ++i) {
+    const int buf = i & 1;
+    if (i == 0) tma::mbar_wait(bar_kv, 0);                     // K and V have landed
+    tma::mbar_wait(bar_qfull + 8 * buf, (i >> 1) & 1);        // Q, dO and O of block i have landed
+    if (i >= 2) tma::mbar_wait(bar_dsempty + 8 * buf, ((i >> 1) - 1) & 1);  // dQ of block i − 2 read its dSᵀ
+    // D = rowsum(dO ⊙ O) of block i from its O and dO tiles, shared out over the whole CTA: row r by the 8 threads
+    // with tid / 8 ≡ r (mod kThreads / 8), one 16-byte chunk of both each (the 8 chunks of a row are one 128-byte
+    // line: no bank conflicts), summed with shuffles; dfull tells every warpgroup when all rows are in. Computed
+    // from global memory in the prologue (a thread per row) it cost more than a third of the kernel, exposed with
+    // one CTA per SM; every warpgroup computing all 64 rows itself cost 4x the instructions (runs 50-54).
+    {
+      float* Db = sD + 64 * buf;
+      const int piece = tid % 8;
+      constexpr int kRowsPerPass = C::kThreads / 8;
 #pragma unroll
-      for (int j = 0; j < D / 8; ++j) {
-        const uint32_t v0 = pack_bf16(acc[4 * j] * scale, acc[4 * j + 1] * scale);
-        const uint32_t v1 = pack_bf16(acc[4 * j + 2] * scale, acc[4 * j + 3] * scale);
-        if (ok0) *reinterpret_cast<uint32_t*>(dst + 8 * j) = v0;
-        if (ok1) *reinterpret_cast<uint32_t*>(dst + 8 * ld + 8 * j) = v1;
-        if (with_bias) {
-          const float2 f0 = unpack_bf16(v0), f1 = unpack_bf16(v1);
-          sQacc[(2 * j) * C::kThreads + tid] += (ok0 ? f0.x : 0.f) + (ok1 ? f1.x : 0.f);
-          sQacc[(2 * j + 1) * C::kThreads + tid] += (ok0 ? f0.y : 0.f) + (ok1 ? f1.y : 0.f);
+      for (int pass = 0; pass < (64 + kRowsPerPass - 1) / kRowsPerPass; ++pass) {
+        const int r = pass * kRowsPerPass + tid / 8;
+        if (64 % kRowsPerPass != 0 && r >= 64) break;  // whole warps (4 rows each) leave together
+        const uint32_t off = buf * C::kTile + wg::sw128_offset(r, piece, 64);
+        uint4 ov, gv;
+        asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(ov.x), "=r"(ov.y), "=r"(ov.z), "=r"(ov.w)
+                     : "r"(sO + off));
+        asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(gv.x), "=r"(gv.y), "=r"(gv.z), "=r"(gv.w)
+                     : "r"(sdO + off));
+        const uint32_t ow[4] = {ov.x, ov.y, ov.z, ov.w}, gw[4] = {gv.x, gv.y, gv.z, gv.w};
+        float dsum = 0.f;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float2 of = unpack_bf16(ow[e]), gf = unpack_bf16(gw[e]);
+          dsum = fmaf(of.x, gf.x, fmaf(of.y, gf.y, dsum));
         }
+        dsum += __shfl_xor_sync(0xffffffffu, dsum, 1);
+        dsum += __shfl_xor_sync(0xffffffffu, dsum, 2);
+        dsum += __shfl_xor_sync(0xffffffffu, dsum, 4);
+        if (piece == 0) Db[r] = dsum;
       }
+      tma::mbar_arrive(bar_dfull + 8 * buf);
     }
-    if (i < n_qb) {
-      const int buf = i & 1;
-      if (i == 0) tma::mbar_wait(bars, 0);             // K and V have landed
-      tma::mbar_wait(bars + 8 * (1 + buf), (i >> 1) & 1);  // Q and dO of block i have landed
-      key_block_dispatch<D, NWG>(min(64, Tn - 64 * i), dk, dv, sK + wgi * C::kTile, sV + wgi * C::kTile,
-                                 sQ + buf * C::kTile, sdO + buf * C::kTile, sO + buf * C::kTile, sLse2 + 64 * i,
-                                 sD + 64 * wgi,
-                                 sdS + buf * NWG * C::kTile, sdS + (buf * NWG + wgi) * C::kTile, kr,
-                                 kok0, kok1, sl2, q, wgi);
+    key_block_dispatch<D, NWG>(min(64, Tn - 64 * i), dk, dv, base, i, kr, kok0, kok1, sl2, q, wgi);
+    if (i % NWG != wgi) continue;
+    // dQ of block i by this warpgroup. Once every warpgroup has stored its dSᵀ rows, they are also done with the
+    // block's Q, dO and O, so block i + 2 may be copied into the buffer.
+    tma::mbar_wait(bar_dsfull + 8 * buf, (i >> 1) & 1);
+    if (tid % 128 == 0 && i + 2 < n_qb) load_query_block(i + 2);
+    const int q_valid = min(64, Tn - 64 * i);
+    float acc[D / 2];
+    dq_dispatch<D, NWG>(n_kt, acc, sdS + buf * NWG * C::kTile, sK);
+    if (tid % 128 == 0) tma::mbar_arrive(bar_dsempty + 8 * buf);  // the product has completed: the buffer is free
+    // acc[4j + 2r + c] = dQ(query 16·warp + g + 8r, column 8j + 2q + c), before the scale. With the bias, the stored
+    // values of rows g and g + 8 go into this thread's own running sums (folded over the warp once, at the end).
+    const bool ok0 = 16 * warp + g < q_valid, ok1 = 16 * warp + g + 8 < q_valid;
+    bf16* dst = dqkv + ((i64)b * Tn + 64 * i + 16 * warp + g) * ld + (i64)h * D + 2 * q;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+      const uint32_t v0 = pack_bf16(acc[4 * j] * scale, acc[4 * j + 1] * scale);
+      const uint32_t v1 = pack_bf16(acc[4 * j + 2] * scale, acc[4 * j + 3] * scale);
+      if (ok0) *reinterpret_cast<uint32_t*>(dst + 8 * j) = v0;
+      if (ok1) *reinterpret_cast<uint32_t*>(dst + 8 * ld + 8 * j) = v1;
+      if (with_bias) {
+        const float2 f0 = unpack_bf16(v0), f1 = unpack_bf16(v1);
+        sQacc[(2 * j) * C::kThreads + tid] += (ok0 ? f0.x : 0.f) + (ok1 ? f1.x : 0.f);
+        sQacc[(2 * j + 1) * C::kThreads + tid] += (ok0 ? f0.y : 0.f) + (ok1 ? f1.y : 0.f);
+      }
     }
   }
 

@@ -13,9 +13,13 @@ namespace vit::gpu::tma {
 
 #if defined(__CUDACC__)
 
-// An mbarrier expecting one arrival (the thread that calls expect_tx) per phase.
-__device__ __forceinline__ void mbar_init(uint32_t bar) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(bar) : "memory");
+// An mbarrier expecting `count` arrivals per phase (1: the thread that calls expect_tx, for copies).
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count = 1) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// One arrival (release: this thread's earlier memory accesses happen before the phase completes).
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
 // After the initialising thread's mbar_init calls: makes them visible to the copy engine.
 __device__ __forceinline__ void mbar_init_fence() {
