@@ -81,11 +81,28 @@ struct WgBwdCfg {
   static constexpr int kSmem = kOffBar + kBarBytes + 1024;  // + slack for the 1024-byte alignment
 };
 
-// Fold over g (lane bits 2..4): lanes with the same q hold the same columns for different rows.
-__device__ __forceinline__ float fold_rows(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 4);
-  v += __shfl_xor_sync(0xffffffffu, v, 8);
-  return v + __shfl_xor_sync(0xffffffffu, v, 16);
+// Sums v (16 values a lane) over the 8 lanes of each g-group (lane bits 2..4: lanes with the same q hold the same
+// columns for different rows) by halving: at each of the 3 steps a lane keeps half of its values and adds the
+// other half of its partner's, so lane g ends with values base, base + 1 (returned), base = 8·(g&1) + 4·(g>>1&1) +
+// 2·(g>>2&1), summed over all 8 lanes: 8 + 4 + 2 = 14 shuffles where folding each value took 48.
+__device__ __forceinline__ float2 reduce_scatter_rows(const float (&v)[16], int g) {
+  float a[8];
+#pragma unroll
+  for (int k = 0; k < 8; ++k) {
+    const bool hi = g & 1;
+    a[k] = (hi ? v[k + 8] : v[k]) + __shfl_xor_sync(0xffffffffu, hi ? v[k] : v[k + 8], 4);
+  }
+  float b[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const bool hi = (g >> 1) & 1;
+    b[k] = (hi ? a[k + 4] : a[k]) + __shfl_xor_sync(0xffffffffu, hi ? a[k] : a[k + 4], 8);
+  }
+  float2 r;
+  const bool hi = (g >> 2) & 1;
+  r.x = (hi ? b[2] : b[0]) + __shfl_xor_sync(0xffffffffu, hi ? b[0] : b[2], 16);
+  r.y = (hi ? b[3] : b[1]) + __shfl_xor_sync(0xffffffffu, hi ? b[1] : b[3], 16);
+  return r;
 }
 
 __device__ __forceinline__ void st_shared(uint32_t addr, uint32_t v) {
@@ -452,21 +469,20 @@ __global__ void __launch_bounds__(128 * NWG, 1)
     }
   }
   if (!with_bias) return;
-  // Each warp's column sums (folded over g) into its row of sWsum, then the rows added in warp order.
+  // Each warp's column sums (summed over its 16 rows) into its row of sWsum, then the rows added in warp order.
+  // Sum x = 2j + c of a thread is column 8j + 2q + c.
   float* mine = sWsum + (wgi * 4 + warp) * 3 * D;
+  const int base_x = 8 * (g & 1) + 4 * ((g >> 1) & 1) + 2 * ((g >> 2) & 1), col = 4 * base_x + 2 * q;
+  {
+    float qv[D / 4];
 #pragma unroll
-  for (int j = 0; j < D / 8; ++j)
-#pragma unroll
-    for (int c = 0; c < 2; ++c) {
-      const int col = 8 * j + 2 * q + c;
-      const float sq = fold_rows(sQacc[(2 * j + c) * C::kThreads + tid]);
-      const float sk = fold_rows(ks[2 * j + c]), sv = fold_rows(vs[2 * j + c]);
-      if (g == 0) {
-        mine[col] = sq;
-        mine[D + col] = sk;
-        mine[2 * D + col] = sv;
-      }
-    }
+    for (int x = 0; x < D / 4; ++x) qv[x] = sQacc[x * C::kThreads + tid];
+    const float2 sq = reduce_scatter_rows(qv, g);
+    mine[col] = sq.x, mine[col + 1] = sq.y;
+  }
+  const float2 sk = reduce_scatter_rows(ks, g), sv = reduce_scatter_rows(vs, g);
+  mine[D + col] = sk.x, mine[D + col + 1] = sk.y;
+  mine[2 * D + col] = sv.x, mine[2 * D + col + 1] = sv.y;
   __syncthreads();
   for (int c = tid; c < 3 * D; c += C::kThreads) {
     float s = 0.f;
