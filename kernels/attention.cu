@@ -341,10 +341,10 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
 }  // namespace attn
 
 // Public API: forward and backward pick separately, by measurement on the H100 (2026-11-25, ViT-B B256 H12
-// T197 d64, docs/benchmarks.md runs 4, 14, 17, 31): forward wg 173 us < m32 193 < flash 216 < resident 233 <
+// T197 d64, docs/benchmarks.md runs 4, 14, 17, 31, 59): forward wg 173 us < m32 193 < flash 216 < resident 233 <
 // fast 244 (and m32 is 10-30% faster than flash at T257 d80 and d128, where wg does not apply); backward
-// resident 619-643 us < fast 637 < flash 834. Every variant reads and writes the same out / lse, so they pair
-// freely.
+// wg 454-463 us < resident 619-646 < fast 637 < flash 834. Every variant reads and writes the same out / lse, so
+// they pair freely.
 // VIT_ATTN_VARIANT forces one variant for both; head dims without fused kernels use the simple ones.
 // Attention dropout keeps this pairing (flash forward, resident backward where it applies).
 // public_forward is the forward run when VIT_ATTN_VARIANT is unset (with dropout it hands over to flash): the
@@ -353,7 +353,7 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
 // dims, a build without sm_90a) Variant::wg runs m32.
 constexpr attn::Variant public_forward() { return attn::Variant::wg; }
 // public_backward likewise: the wgmma backward where it applies (d = 64, T <= 256, no dropout; docs/benchmarks.md
-// session 5), otherwise Variant::wg's backward is the resident one (or flash past its limits).
+// runs 49-60), otherwise Variant::wg's backward is the resident one (or flash past its limits).
 constexpr attn::Variant public_backward() { return attn::Variant::wg; }
 
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,

@@ -5,7 +5,8 @@
 // 32-rows-per-warp forward of Variant::m32 in every configuration (VIT_ATTN_M32_CFG, set by the tests; its T
 // sweep crosses its 64- and 128-key blocks and 128- and 256-row query blocks, and T = 577, 1025 run many key
 // blocks with a 1-key tail), and Variant::wg (the wgmma forward at d = 64, whose own layout probes and
-// configuration sweeps are in test_attention_wg.cu).
+// configuration sweeps are in test_attention_wg.cu, and the wgmma backward at d = 64, T <= 256, swept here over
+// every warpgroup count and ragged last query block).
 // Outputs and workspace are poisoned (NaN) before every run, so a row or element never written fails.
 //
 // Tolerances (relative Frobenius error over a whole tensor):
