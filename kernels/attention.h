@@ -28,7 +28,7 @@ void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, in
                        cudaStream_t stream, const AttnDropout& drop = {});
 i64 attention_backward_workspace_bytes(int B, int Tn, int H, int d);
 // dbias (optional, fp32, 3·H·d): += the column sums of dqkv as stored, i.e. the qkv linear's bias gradient,
-// so that linear needs no pass of its own over dqkv (the resident backward sums while it writes).
+// so that linear needs no pass of its own over dqkv (the resident and wgmma backwards sum while they write).
 void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
                         int H, int d, float scale, void* workspace, cudaStream_t stream, const AttnDropout& drop = {},
                         float* dbias = nullptr);

@@ -7,7 +7,8 @@
 //                                re-tiled forward with the resident backward where it applies)
 //                                and m32 (5: 32 query rows per warp), once per configuration of its forward
 //                                (VIT_ATTN_M32_CFG, set here for each), ending with the fastest per shape
-//                                and wg (6: the Hopper wgmma forward, attention_fwd_wg.cu, where it applies)
+//                                and wg (6: the Hopper wgmma forward and backward, attention_fwd_wg.cu and
+//                                attention_bwd_wg.cu, where they apply; VIT_ATTN_WG_BWD=0 keeps the resident backward)
 //   bench_attention --variant N  one implementation: 0 simple, 1 flash, 2 flash_wide, 3 resident, 4 fast, 5 m32,
 //                                6 wg
 // It also prints which variant the public API (gpu::attention_*) runs: VIT_ATTN_VARIANT=N forces one.

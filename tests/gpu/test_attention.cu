@@ -501,11 +501,12 @@ TEST_CASE("attention gpu: fused backward is bitwise reproducible (no atomics)") 
 }
 
 // The qkv bias gradient summed by the backward (dbias +=): inside the resident backward's pass (T <= 256,
-// d <= 64, with and without dropout), by a column-sum pass after the flash and simple backwards. Checked
+// d <= 64, with and without dropout) and the wgmma backward's (d = 64, T <= 256, no dropout), by a column-sum
+// pass after the flash and simple backwards. Checked
 // against the column sums of the dqkv the same call stored (1e-5: both sum the same bf16 values in fp32, in
 // different orders) and against the float twin (bf16 tolerance); dqkv itself must be what the call without
 // dbias writes, bit for bit.
-TEST_CASE("attention gpu: backward with the qkv bias gradient (fused in the resident backward, pass elsewhere)") {
+TEST_CASE("attention gpu: backward with the qkv bias gradient (fused in the resident and wgmma backwards, pass elsewhere)") {
   struct BiasCase {
     Variant v;
     Case c;

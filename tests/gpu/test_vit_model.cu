@@ -9,6 +9,7 @@
 #include "engine/local_store.h"
 #include "engine/ops_cpu.h"
 #include "engine/ops_cuda.h"
+#include "kernels/attention_bwd_wg.h"
 #include "model/vit.h"
 #include "tests/gpu/gpu_test_util.h"
 
@@ -143,6 +144,18 @@ ModelConfig small() {
 }  // namespace
 
 TEST_CASE("gpu vit: classic model matches the CPU backend") { compare_model(small(), "classic"); }
+
+// Head dim 64, no dropout: the public attention pairing at ViT's head dim, i.e. the wgmma forward and the wgmma
+// backward with the qkv bias gradient fused in (where the device takes them: required here, so the test cannot
+// pass on a fallback), at T = 17 (one warpgroup) and T = 65 (two, a 1-query last block).
+TEST_CASE("gpu vit: head dim 64 (wgmma attention forward and backward, fused qkv bias gradient)") {
+  ModelConfig m = small();
+  m.embed_dim = 128;
+  REQUIRE(gpu::attn::wg_backward_supports(17, 64));
+  compare_model(m, "d64 T17");
+  m.img_size = {64, 64};  // 64 patches + the class token
+  compare_model(m, "d64 T65");
+}
 
 TEST_CASE("gpu vit: avg pool, registers, layer scale, 10 classes (small-GEMM head), gray 28x28 patch 7") {
   ModelConfig m = small();
