@@ -5,22 +5,29 @@
 //
 // One CTA per (b, h) of NWG = ceil(T / 64) warpgroups; warpgroup w owns keys 64w..64w+63 and holds their dK and
 // dV (64 × 64 fp32 each: 32 + 32 registers a thread) for the whole kernel. K and V arrive once, the queries
-// stream through in blocks of 64 (Q and dO double-buffered), all by the tensor memory accelerator in the 128-byte
-// swizzle the wgmma descriptors describe (kernels/wgmma.cuh, kernels/tma.cuh). Per query block i each warpgroup
-// computes, for its keys (M = 64 keys, N = the block's queries):
+// stream through in blocks of 64 (Q, dO and O double-buffered), all by the tensor memory accelerator in the
+// 128-byte swizzle the wgmma descriptors describe (kernels/wgmma.cuh, kernels/tma.cuh). Per query block i each
+// warpgroup computes, for its keys (M = 64 keys, N = the block's queries):
 //     Sᵀ = K Qᵀ           ss: A = K [key][d] K-major, B = Q [query][d] K-major
-//     Pᵀ = exp(scale·Sᵀ − lse[query])                 (registers: the A fragments of the next product)
-//     dV += Pᵀ dO          rs: A = Pᵀ, B = dO [query][d], MN-major (imm-trans-b)
+//     Pᵀ = exp(scale·Sᵀ − lse[query])                 (the A fragments of the next product)
+//     dV += Pᵀ dO          rs: A = Pᵀ, B = dO [query][d], MN-major (imm-trans-b); at 4 warpgroups ss, Pᵀ parked
+//                          in shared memory (kPsm below: no registers to keep it)
 //     dPᵀ = V dOᵀ          ss: A = V K-major, B = dO K-major
 //     dSᵀ = Pᵀ ⊙ (dPᵀ − D[query]), rounded to bf16 once
 //     dK += dSᵀ Q          rs: A = dSᵀ, B = Q MN-major
 // and parks dSᵀ in shared memory as rows of keys (lines of 64 queries). Because the CTA holds every key,
-// dQ = dS K of block i is complete inside it: warpgroup (i mod NWG) computes it at the start of step i + 1 as one
-// 64 × 64 product over the 16-key slices that hold a real key (ss: A = dS read MN-major from the dSᵀ rows, i.e.
-// imm-trans-a; B = K [key][d] MN-major) and writes it straight to dqkv in bf16: 5 products per (query, key) pair,
-// as in the resident kernel. dSᵀ is double-buffered (step i + 1 writes block i + 1's while block i's is read).
-// One __syncthreads per step: it frees the Q/dO buffer of block i − 1 for the prefetch of block i + 1 and
-// publishes dSᵀ of block i (each writer fences it to the async proxy first, kernels/wgmma.cuh item 6).
+// dQ = dS K of block i is complete inside it: warpgroup (i mod NWG) computes it right after its own work on block
+// i, as one 64 × 64 product over the 16-key slices that hold a real key (ss: A = dS read MN-major from the dSᵀ
+// rows, i.e. imm-trans-a; B = K [key][d] MN-major), and writes it straight to dqkv in bf16: 5 products per
+// (query, key) pair, as in the resident kernel. The tensor-core sums take the same 16-element k-steps in the same
+// order as the resident kernel's, with the same bf16 roundings, so dqkv comes out bit-identical to it.
+//
+// Synchronisation: no barrier over the CTA per block; mbarriers carry each dependency (per buffer b = i & 1):
+// qfull (the copy engine landed Q, dO, O of block i), dfull (every thread added its share of D), dsfull (every
+// thread stored its dSᵀ words, fenced to the async proxy: the dQ product may read them, and every warpgroup is done
+// with the block's Q/dO/O, so the dQ warpgroup then issues the copies of block i + 2 into the buffer), dsempty
+// (the dQ product has read dSᵀ: block i + 2 may overwrite it). The warpgroups drift apart, one's exp and dS work
+// overlapping another's products; the dQ product delays only its warpgroup (docs/benchmarks.md runs 49-57).
 //
 // Ragged edges. Keys past T (the rest of the last warpgroup's 64) get P = 0 by an explicit mask (their rows hold
 // the next sample's tokens, or zeros past the tensor, which the copy engine fills). Queries past T get lse = +inf,
@@ -29,11 +36,11 @@
 // dQ product runs over ceil(T / 16) key slices. Each such count is a separate straight-line wgmma sequence
 // (dispatch templates): wgmmas under a run-time condition make ptxas serialize every wgmma of the kernel (C7520).
 //
-// D = rowsum(dO ⊙ O) and lse·log2 e of every query are computed into shared memory in the prologue while K, V
-// and the first query block are in flight. With bias_part (the qkv linear's bias gradient fused in) the values
-// stored are also summed per column: dQ by the warpgroup that wrote them (per warp, folded with shuffles, added
-// into the warp's own shared-memory row block after block), dK and dV per warp at the end; after one barrier
-// the rows are added in a fixed order into row b of bias_part. Deterministic like the rest.
+// lse·log2 e of every query is loaded in the prologue; D = rowsum(dO ⊙ O) per block, from the O and dO tiles,
+// shared out over the CTA. With bias_part (the qkv linear's bias gradient fused in) the values stored are also
+// summed per column: dQ into per-thread running sums in shared memory, dK and dV in registers; at the end each
+// warp reduces its rows (reduce_scatter_rows) into its own row, and after one barrier the rows are added in a
+// fixed order into row b of bias_part. Deterministic like the rest.
 #include <cuda.h>  // CUtensorMap
 
 #include <cstdlib>
@@ -377,7 +384,7 @@ __global__ void __launch_bounds__(128 * NWG, 1)
   // No barrier over the CTA per block: each warpgroup waits only for what it reads (mbarriers), so the warpgroups
   // drift apart, one's exp and dS work overlapping another's products, and the dQ product of block i (by warpgroup
   // i mod NWG, once dsfull says every warpgroup stored its dSᵀ rows) delays only that warpgroup. With a
-  // __syncthreads per block the whole CTA waited for it every block (docs/benchmarks.md runs 51-53).
+  // __syncthreads per block the whole CTA waited for it every block (docs/benchmarks.md runs 52, 55).
   for (int i = 0; i < n_qb; ++i) {
     const int buf = i & 1;
     if (i == 0) tma::mbar_wait(bar_kv, 0);                     // K and V have landed
