@@ -81,10 +81,10 @@ struct WgBwdCfg {
   // of thread t at x·kThreads + t (conflict-free), then each warp's column sums of dQ, dK, dV (3·D floats).
   static constexpr int kOffQacc = kOffD + 2 * 64 * 4;
   static constexpr int kOffWsum = kOffQacc + D / 4 * kThreads * 4;
-  // mbarriers: K/V landed; per buffer b: Q/dO/O landed (qfull), dSᵀ stored by every warpgroup (dsfull), dSᵀ read
-  // by the dQ product (dsempty), D of the block computed (dfull).
+  // mbarriers: per warpgroup, its K and V tiles landed (kv); per buffer b: Q/dO/O landed (qfull), dSᵀ stored by
+  // every warpgroup (dsfull), dSᵀ read by the dQ product (dsempty), D of the block computed (dfull).
   static constexpr int kOffBar = kOffWsum + 4 * NWG * 3 * D * 4;
-  static constexpr int kBarKV = 0, kBarQFull = 8, kBarDsFull = 24, kBarDsEmpty = 40, kBarDFull = 56, kBarBytes = 72;
+  static constexpr int kBarKV = 0, kBarQFull = 32, kBarDsFull = 48, kBarDsEmpty = 64, kBarDFull = 80, kBarBytes = 96;
   static constexpr int kSmem = kOffBar + kBarBytes + 1024;  // + slack for the 1024-byte alignment
 };
 
@@ -347,7 +347,7 @@ __global__ void __launch_bounds__(128 * NWG, 1)
     tma::load_2d(sO + off, &map_o, h * D, b * Tn + 64 * i, bar);
   };
   if (tid == 0) {
-    tma::mbar_init(bar_kv);
+    for (int w = 0; w < NWG; ++w) tma::mbar_init(bar_kv + 8 * w);
     for (int x = 0; x < 2; ++x) {
       tma::mbar_init(bar_qfull + 8 * x);
       tma::mbar_init(bar_dsfull + 8 * x, C::kThreads);  // every thread, after storing its dSᵀ words
@@ -357,13 +357,16 @@ __global__ void __launch_bounds__(128 * NWG, 1)
     tma::mbar_init_fence();
   }
   __syncthreads();
+  // The copies in the order they are needed: warpgroup 0's K and V, the first query block, the other warpgroups'
+  // K and V (each on its own barrier, so warpgroup 0 starts after 40 KB instead of all 112), the second block.
   if (tid == 0) {
-    tma::mbar_expect_tx(bar_kv, 2 * NWG * C::kTile);
     for (int w = 0; w < NWG; ++w) {
-      tma::load_2d(sK + w * C::kTile, &map_qkv, (H + h) * D, b * Tn + 64 * w, bar_kv);
-      tma::load_2d(sV + w * C::kTile, &map_qkv, (2 * H + h) * D, b * Tn + 64 * w, bar_kv);
+      tma::mbar_expect_tx(bar_kv + 8 * w, 2 * C::kTile);
+      tma::load_2d(sK + w * C::kTile, &map_qkv, (H + h) * D, b * Tn + 64 * w, bar_kv + 8 * w);
+      tma::load_2d(sV + w * C::kTile, &map_qkv, (2 * H + h) * D, b * Tn + 64 * w, bar_kv + 8 * w);
+      if (w == 0) load_query_block(0);
     }
-    for (int i = 0; i < 2 && i < n_qb; ++i) load_query_block(i);
+    if (n_qb > 1) load_query_block(1);
   }
   // While those fly: lse·log2 e of every query (+inf past T, so P = 0 there). D = rowsum(dO ⊙ O) is formed per
   // query block from O tiles that the copy engine brings with Q and dO: computed here from global memory (a
@@ -387,7 +390,7 @@ __global__ void __launch_bounds__(128 * NWG, 1)
   // __syncthreads per block the whole CTA waited for it every block (docs/benchmarks.md runs 52, 55).
   for (int i = 0; i < n_qb; ++i) {
     const int buf = i & 1;
-    if (i == 0) tma::mbar_wait(bar_kv, 0);                     // K and V have landed
+    if (i == 0) tma::mbar_wait(bar_kv + 8 * wgi, 0);           // this warpgroup's K and V have landed
     tma::mbar_wait(bar_qfull + 8 * buf, (i >> 1) & 1);        // Q, dO and O of block i have landed
     if (i >= 2) tma::mbar_wait(bar_dsempty + 8 * buf, ((i >> 1) - 1) & 1);  // dQ of block i − 2 read its dSᵀ
     // D = rowsum(dO ⊙ O) of block i from its O and dO tiles, shared out over the whole CTA: row r by the 8 threads
@@ -431,6 +434,7 @@ __global__ void __launch_bounds__(128 * NWG, 1)
     // block's Q, dO and O, so block i + 2 may be copied into the buffer.
     tma::mbar_wait(bar_dsfull + 8 * buf, (i >> 1) & 1);
     if (tid % 128 == 0 && i + 2 < n_qb) load_query_block(i + 2);
+    for (int w = 0; w < NWG; ++w) tma::mbar_wait(bar_kv + 8 * w, 0);  // every K tile (landed long since)
     const int q_valid = min(64, Tn - 64 * i);
     float acc[D / 2];
     dq_dispatch<D, NWG>(n_kt, acc, sdS + buf * NWG * C::kTile, sK);
