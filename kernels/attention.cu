@@ -319,8 +319,8 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
     VIT_REQUIRE(flash_supports(d), "attention: the fused kernels are built for head dims 32, 64, 80, 96, 128, not ", d);
     VIT_REQUIRE(aligned16(dqkv) && aligned16(dout) && aligned16(qkv) && aligned16(out),
                 "attention: qkv, out, dout and dqkv must be 16-byte aligned");
-    if (v == Variant::wg && !mk.on && wg_backward_supports(Tn, d) && wg_backward_enabled()) {
-      wg_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, stream, dbias ? bias_part : nullptr);
+    if (v == Variant::wg && wg_backward_supports(Tn, d, mk.on) && wg_backward_enabled()) {
+      wg_backward(dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, mk, stream, dbias ? bias_part : nullptr);
       if (dbias) detail::finish_partial_sums(dbias, nullptr, bias_part, B, ncol, ncol, stream);
       bias_done = true;
     } else if ((v == Variant::resident || v == Variant::fast || v == Variant::m32 || v == Variant::wg) &&

@@ -61,6 +61,9 @@
 namespace vit::gpu::attn {
 namespace {
 
+// Attention dropout keeps Pᵀ in registers next to its mask (key_block's kDrop), which only 3 warpgroups afford.
+constexpr int kMaxDropWarpgroups = 3;
+
 template <int D, int NWG>
 struct WgBwdCfg {
   static_assert(D == 64, "wg backward: head dim 64 (one 128-byte swizzle panel per row)");
@@ -138,9 +141,16 @@ __device__ __forceinline__ void wg_sync(int wgi) {
 // kPsm (4 warpgroups, 128 registers a thread): Pᵀ goes through those same rows (dV's A operand from shared
 // memory, K-major) instead of staying in registers while dPᵀ is computed; with it in registers the kernel
 // needed ~30 registers more than the 128 it has and ptxas spilled and serialized every wgmma (C7512).
-template <int D, int NWG, int NQ, bool kPsm>
+// kDrop (attention dropout, mask Z and keep scale s of attention_dropout.h, as the resident kernel applies it):
+// each n-block's keep masks are drawn next to its Pᵀ (rows: keys, keep_masks<true>) and packed into one register;
+// dV += (Pᵀ ⊙ Z) dO with the dropped bf16 halves cleared (s applied once, at the end), and
+// dSᵀ = Pᵀ ⊙ (Z s dPᵀ − D) with D from the dropped O. Only without kPsm: the dropped entries' undropped P is
+// needed for dS, and at 4 warpgroups P lives in shared memory, where only one of the two fits.
+template <int D, int NWG, int NQ, bool kPsm, bool kDrop>
 __device__ __forceinline__ void key_block(float (&dk)[D / 2], float (&dv)[D / 2], uint32_t base, int i, int kr,
-                                          bool kok0, bool kok1, float sl2, int q, int wgi) {
+                                          bool kok0, bool kok1, float sl2, int q, int wgi, const MaskParams& mk,
+                                          i64 bh) {
+  static_assert(!(kPsm && kDrop), "wg backward: dropout needs Pᵀ in registers (at most 3 warpgroups)");
   using C = WgBwdCfg<D, NWG>;
   constexpr int NS = NQ / 2;   // score registers a thread (64 × NQ over 128 threads)
   // Every address from the shared-memory base (32-bit shared addresses, cheap to remake: at 4 warpgroups the
@@ -183,6 +193,7 @@ __device__ __forceinline__ void key_block(float (&dk)[D / 2], float (&dv)[D / 2]
   // Pᵀ = exp(scale·Sᵀ − lse[query]) as bf16 A fragments (item 1 of wgmma.cuh: s[4j + 2r + c] is key row g + 8r,
   // query 8j + 2q + c; slice kk packs j = 2kk, 2kk + 1).
   uint32_t pa[NK][4];
+  [[maybe_unused]] uint32_t kbits = 0;  // keep masks of the block's n-blocks (pack_keep)
 #pragma unroll
   for (int kk = 0; kk < NK; ++kk) {
     float p[2][4];
@@ -194,6 +205,11 @@ __device__ __forceinline__ void key_block(float (&dk)[D / 2], float (&dv)[D / 2]
       p[hj][1] = kok0 ? fast_exp2(fmaf(s[4 * j + 1], sl2, -l2.y)) : 0.f;
       p[hj][2] = kok1 ? fast_exp2(fmaf(s[4 * j + 2], sl2, -l2.x)) : 0.f;
       p[hj][3] = kok1 ? fast_exp2(fmaf(s[4 * j + 3], sl2, -l2.y)) : 0.f;
+      if constexpr (kDrop) {  // rows: this warp's 16 keys of the warpgroup's 64; columns: the block's queries
+        uint32_t m[2];
+        keep_masks<true>(m, mk, bh, kr & ~15, 64 * i + 8 * j, kr & 15, q);  // kr & 15 = g
+        kbits |= pack_keep(m, j);
+      }
     }
     pa[kk][0] = pack_bf16(p[0][0], p[0][1]);
     pa[kk][1] = pack_bf16(p[0][2], p[0][3]);
@@ -212,6 +228,13 @@ __device__ __forceinline__ void key_block(float (&dk)[D / 2], float (&dv)[D / 2]
   float dp[NS];
 #pragma unroll
   for (int x = 0; x < NS; ++x) dp[x] = 0.f;
+  [[maybe_unused]] uint32_t pz[kDrop ? NK : 1][4];  // Pᵀ ⊙ Z: the dropped bf16 halves cleared
+  if constexpr (kDrop) {
+#pragma unroll
+    for (int kk = 0; kk < NK; ++kk)
+#pragma unroll
+      for (int x = 0; x < 4; ++x) pz[kk][x] = pa[kk][x] & unpack_keep(kbits, 2 * kk + (x >> 1), x & 1);
+  }
   wg::fence_operand(dv);
   wg::fence_operand(dp);
   wg::fence();
@@ -219,6 +242,8 @@ __device__ __forceinline__ void key_block(float (&dk)[D / 2], float (&dv)[D / 2]
   for (int kk = 0; kk < NK; ++kk) {
     if constexpr (kPsm)
       wg::Wgmma<D>::template ss<0, 1>(dv, k_major(sdsw) + 2 * kk, mn_major(sdOb) + 128 * kk, 1);
+    else if constexpr (kDrop)
+      wg::Wgmma<D>::template rs<1>(dv, pz[kk], mn_major(sdOb) + 128 * kk, 1);
     else
       wg::Wgmma<D>::template rs<1>(dv, pa[kk], mn_major(sdOb) + 128 * kk, 1);
   }
@@ -244,7 +269,12 @@ __device__ __forceinline__ void key_block(float (&dk)[D / 2], float (&dv)[D / 2]
     for (int x = 0; x < 4; ++x) pw[x] = kPsm ? ld_shared(word_addr(kk, x)) : pa[kk][x];
     const float2 p0 = unpack_bf16(pw[0]), p1 = unpack_bf16(pw[1]);
     const float2 p2 = unpack_bf16(pw[2]), p3 = unpack_bf16(pw[3]);
-    const float* e = dp + 8 * kk;
+    float* e = dp + 8 * kk;
+    if constexpr (kDrop) {  // the gradient of the dropped P is 0, of the kept s·dPᵀ
+#pragma unroll
+      for (int x = 0; x < 8; ++x)
+        e[x] = keep_or_zero(e[x] * mk.scale, unpack_keep(kbits, 2 * kk + (x >> 2), (x >> 1) & 1), x & 1);
+    }
     da[kk][0] = pack_bf16(p0.x * (e[0] - d0.x), p0.y * (e[1] - d0.y));  // key g,     queries 16kk + 2q, +1
     da[kk][1] = pack_bf16(p1.x * (e[2] - d0.x), p1.y * (e[3] - d0.y));  // key g + 8, same queries
     da[kk][2] = pack_bf16(p2.x * (e[4] - d1.x), p2.y * (e[5] - d1.y));  // key g,     queries 16kk + 8 + 2q, +1
@@ -268,16 +298,17 @@ __device__ __forceinline__ void key_block(float (&dk)[D / 2], float (&dv)[D / 2]
   tma::mbar_arrive(bar_dsfull);
 }
 
-template <int D, int NWG>
+template <int D, int NWG, bool kDrop>
 __device__ __forceinline__ void key_block_dispatch(int q_valid, float (&dk)[D / 2], float (&dv)[D / 2], uint32_t base,
-                                                   int i, int kr, bool kok0, bool kok1, float sl2, int q, int wgi) {
+                                                   int i, int kr, bool kok0, bool kok1, float sl2, int q, int wgi,
+                                                   const MaskParams& mk, i64 bh) {
   constexpr bool kPsm = NWG == 4;
   if (q_valid <= 16)
-    key_block<D, NWG, 16, kPsm>(dk, dv, base, i, kr, kok0, kok1, sl2, q, wgi);
+    key_block<D, NWG, 16, kPsm, kDrop>(dk, dv, base, i, kr, kok0, kok1, sl2, q, wgi, mk, bh);
   else if (q_valid <= 32)
-    key_block<D, NWG, 32, kPsm>(dk, dv, base, i, kr, kok0, kok1, sl2, q, wgi);
+    key_block<D, NWG, 32, kPsm, kDrop>(dk, dv, base, i, kr, kok0, kok1, sl2, q, wgi, mk, bh);
   else
-    key_block<D, NWG, 64, kPsm>(dk, dv, base, i, kr, kok0, kok1, sl2, q, wgi);
+    key_block<D, NWG, 64, kPsm, kDrop>(dk, dv, base, i, kr, kok0, kok1, sl2, q, wgi, mk, bh);
 }
 
 // dQ (64 queries × D) = dS K over the first NK 16-key slices: one complete wgmma group.
@@ -308,11 +339,11 @@ __device__ __forceinline__ void dq_dispatch(int nk, float (&acc)[D / 2], uint32_
 
 // grid: B · H CTAs, one per (b, h); block: 128 · NWG threads. map_qkv: qkv as (B·T rows, 3·H·D columns); map_do,
 // map_o: dout and out as (B·T rows, H·D columns); all in boxes of 64 rows.
-template <int D, int NWG>
+template <int D, int NWG, bool kDrop>
 __global__ void __launch_bounds__(128 * NWG, 1)
     wg_bwd_kernel(bf16* __restrict__ dqkv, const float* __restrict__ lse, const __grid_constant__ CUtensorMap map_qkv,
                   const __grid_constant__ CUtensorMap map_do, const __grid_constant__ CUtensorMap map_o, int Tn, int H,
-                  float scale, float* __restrict__ bias_part) {
+                  float scale, MaskParams mk, float* __restrict__ bias_part) {
 #if defined(VIT_WG_BWD_HAS_WGMMA)
   using C = WgBwdCfg<D, NWG>;
   extern __shared__ unsigned char smem_raw[];
@@ -428,7 +459,7 @@ __global__ void __launch_bounds__(128 * NWG, 1)
       }
       tma::mbar_arrive(bar_dfull + 8 * buf);
     }
-    key_block_dispatch<D, NWG>(min(64, Tn - 64 * i), dk, dv, base, i, kr, kok0, kok1, sl2, q, wgi);
+    key_block_dispatch<D, NWG, kDrop>(min(64, Tn - 64 * i), dk, dv, base, i, kr, kok0, kok1, sl2, q, wgi, mk, bh);
     if (i % NWG != wgi) continue;
     // dQ of block i by this warpgroup. Once every warpgroup has stored its dSᵀ rows, they are also done with the
     // block's Q, dO and O, so block i + 2 may be copied into the buffer.
@@ -457,6 +488,10 @@ __global__ void __launch_bounds__(128 * NWG, 1)
     }
   }
 
+  if constexpr (kDrop) {  // dV summed (Pᵀ ⊙ Z) dO: the keep scale once
+#pragma unroll
+    for (int x = 0; x < D / 2; ++x) dv[x] *= mk.scale;
+  }
   // dK (scaled) and dV, rounded to bf16 once: the values stored are the values summed for the bias.
   float ks[D / 4], vs[D / 4];
 #pragma unroll
@@ -508,7 +543,7 @@ __global__ void __launch_bounds__(128 * NWG, 1)
 
 template <int D, int NWG>
 void launch(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn, int H,
-            float scale, cudaStream_t stream, float* bias_part) {
+            float scale, const MaskParams& mk, cudaStream_t stream, float* bias_part) {
   using C = WgBwdCfg<D, NWG>;
   static_assert(C::kSmem + 1024 <= 228 * 1024, "wg backward: one CTA does not fit an SM's shared memory");
   const i64 blocks = (i64)B * H;
@@ -518,9 +553,14 @@ void launch(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, cons
   const CUtensorMap map_qkv = bf16_tensor_map_2d(qkv, rows, 3LL * H * D, 3LL * H * D, 64, "attention qkv");
   const CUtensorMap map_do = bf16_tensor_map_2d(dout, rows, (i64)H * D, (i64)H * D, 64, "attention dout");
   const CUtensorMap map_o = bf16_tensor_map_2d(out, rows, (i64)H * D, (i64)H * D, 64, "attention out");
-  auto kernel = wg_bwd_kernel<D, NWG>;
+  auto kernel = wg_bwd_kernel<D, NWG, false>;
+  if constexpr (NWG <= kMaxDropWarpgroups) {
+    if (mk.on) kernel = wg_bwd_kernel<D, NWG, true>;
+  } else {
+    VIT_ASSERT(!mk.on, "wg_backward: attention dropout needs T <= ", 64 * kMaxDropWarpgroups);
+  }
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
-  kernel<<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(dqkv, lse, map_qkv, map_do, map_o, Tn, H, scale,
+  kernel<<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(dqkv, lse, map_qkv, map_do, map_o, Tn, H, scale, mk,
                                                               bias_part);
   CUDA_CHECK_LAUNCH();
 }
@@ -536,17 +576,19 @@ bool wg_backward_enabled() {
   return v == "1";
 }
 
-bool wg_backward_supports(int Tn, int d) { return Tn <= 256 && wg_forward_supports(Tn, d); }
+bool wg_backward_supports(int Tn, int d, bool dropout) {
+  return Tn <= (dropout ? 64 * kMaxDropWarpgroups : 256) && wg_forward_supports(Tn, d);
+}
 
 void wg_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
-                 int H, int d, float scale, cudaStream_t stream, float* bias_part) {
+                 int H, int d, float scale, const MaskParams& mk, cudaStream_t stream, float* bias_part) {
   VIT_REQUIRE(d == 64 && Tn >= 1 && Tn <= 256, "wg_backward: T = ", Tn, ", d = ", d,
               " has no wgmma kernel (d = 64, T <= 256; see attention_bwd_wg.h)");
   switch ((Tn + 63) / 64) {
-    case 1: return launch<64, 1>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, stream, bias_part);
-    case 2: return launch<64, 2>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, stream, bias_part);
-    case 3: return launch<64, 3>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, stream, bias_part);
-    default: return launch<64, 4>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, stream, bias_part);
+    case 1: return launch<64, 1>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, stream, bias_part);
+    case 2: return launch<64, 2>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, stream, bias_part);
+    case 3: return launch<64, 3>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, stream, bias_part);
+    default: return launch<64, 4>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, mk, stream, bias_part);
   }
 }
 

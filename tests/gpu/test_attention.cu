@@ -388,6 +388,22 @@ TEST_CASE("attention gpu: wgmma backward over T (every warpgroup count, ragged q
   CHECK_FALSE(gpu::attn::wg_backward_supports(197, 128));
 }
 
+// The wgmma backward with attention dropout (T <= 192: P stays in registers next to its mask), at every warpgroup
+// count it takes and ragged last blocks, p = 0.1 and a high rate with peaked rows; the mask itself is read back
+// exactly in "dropout mask read back exactly" (Variant::wg at T = 37 and 64).
+TEST_CASE("attention gpu: wgmma backward with attention dropout (T <= 192)") {
+  CHECK(gpu::attn::wg_backward_supports(192, 64, true));
+  CHECK_FALSE(gpu::attn::wg_backward_supports(193, 64, true));
+  const AttnDropout dr{0.1f, 0xfeed, 5}, dr_hi{0.5f, 77, 2};
+  for (int T : {1, 17, 37, 64, 65, 100, 128, 129, 150, 187, 192}) {
+    REQUIRE(gpu::attn::wg_backward_supports(T, 64, true));
+    const Case c{2, T, 3, 64};
+    check_errors(run_case(Variant::wg, c, 3900 + T, 1.f, false, dr), "wg backward dropout", c);
+  }
+  check_errors(run_case(Variant::wg, Case{2, 187, 4, 64}, 3990, 3.f, false, dr_hi), "wg backward dropout 0.5 peaked",
+               Case{2, 187, 4, 64});
+}
+
 // VIT_ATTN_WG_BWD: 0 runs the resident backward in Variant::wg, 1 or unset the wgmma one; other values are
 // refused. Both kernels give the same dqkv bit for bit (measured, run 49): they round P and dS to bf16 the same
 // way and their tensor-core sums take the same 16-element k-steps in the same order, so the switch only
@@ -516,7 +532,7 @@ TEST_CASE("attention gpu: backward with the qkv bias gradient (fused in the resi
   for (const BiasCase& bc : {BiasCase{Variant::resident, {3, 197, 2, 64}, 0.f}, BiasCase{Variant::resident, {2, 1, 3, 64}, 0.f},
                              BiasCase{Variant::resident, {2, 100, 2, 32}, 0.1f}, BiasCase{Variant::wg, {2, 256, 2, 64}, 0.f},
                              BiasCase{Variant::wg, {3, 197, 2, 64}, 0.f}, BiasCase{Variant::wg, {2, 100, 3, 64}, 0.f},
-                             BiasCase{Variant::wg, {2, 1, 2, 64}, 0.f},
+                             BiasCase{Variant::wg, {2, 1, 2, 64}, 0.f}, BiasCase{Variant::wg, {2, 150, 2, 64}, 0.1f},
                              BiasCase{Variant::flash, {2, 300, 2, 64}, 0.f}, BiasCase{Variant::simple, {2, 33, 2, 48}, 0.f}}) {
     const Case& c = bc.c;
     CAPTURE(gpu::attn::variant_name(bc.v));
