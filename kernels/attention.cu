@@ -278,8 +278,8 @@ Variant default_variant(int d) {
   return flash_supports(d) ? v : Variant::simple;
 }
 
-// With dropout the resident, fast, m32 and wg forwards give way to flash (their kernels have no mask); every
-// backward and the simple and flash forwards take it.
+// With dropout the resident, fast and m32 forwards give way to flash (their kernels have no mask); every backward
+// and the simple, flash and wg forwards take it.
 void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
              cudaStream_t stream, const AttnDropout& drop) {
   check_args(B, Tn, H, d, scale);
@@ -292,8 +292,8 @@ void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, i
       resident_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
     else if (v == Variant::fast && !mk.on)
       fast_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
-    else if (v == Variant::wg && !mk.on && wg_forward_supports(Tn, d))
-      wg_forward(out, lse, qkv, B, Tn, H, d, scale, stream);
+    else if (v == Variant::wg && wg_forward_supports(Tn, d))
+      wg_forward(out, lse, qkv, B, Tn, H, d, scale, stream, mk);
     else if ((v == Variant::m32 || v == Variant::wg) && !mk.on)
       m32_forward(out, lse, qkv, B, Tn, H, d, scale, m32_config(Tn, d), stream);
     else
@@ -346,7 +346,8 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
 // wg 454-463 us < resident 619-646 < fast 637 < flash 834. Every variant reads and writes the same out / lse, so
 // they pair freely.
 // VIT_ATTN_VARIANT forces one variant for both; head dims without fused kernels use the simple ones.
-// Attention dropout keeps this pairing (flash forward, resident backward where it applies).
+// Attention dropout keeps this pairing: the wg forward and backward take the mask (the backward up to T = 192, past
+// that the resident backward), flash where wg does not apply.
 // public_forward is the forward run when VIT_ATTN_VARIANT is unset (with dropout it hands over to flash): the
 // wgmma forward with its copy-engine loads beats m32 at every measured d = 64 shape (T197 173 vs 194 us, T257
 // 130 vs 164, T401 126 vs 171, T577 121 vs 156; docs/benchmarks.md runs 24-31); where it does not apply (other head

@@ -110,10 +110,13 @@ __device__ __forceinline__ void pv_dispatch(int nk, float (&o)[D / 2], const uin
 // Q, K and V arrive by the copy engine (map_q: boxes of kBM rows, map_kv: of kBN rows, both over qkv as
 // (B·T rows, 3·H·D columns)); rows past T hold the next batch's tokens (zeros past the tensor's end), which
 // the key mask below and the row guard of the stores ignore.
-template <int D, int kWG, int kBN, int kMinBlocks>
+// kDrop: attention dropout (attention_dropout.h), as the flash forward applies it: each n-block's keep masks are
+// drawn next to its P (rows: queries, keep_masks<false>; the accumulator layout of a warp is the mma.sync C
+// layout) and the dropped P enter O as 0; l and lse stay those of the undropped P, and O / l is scaled by s.
+template <int D, int kWG, int kBN, int kMinBlocks, bool kDrop>
 __global__ void __launch_bounds__(128 * kWG, kMinBlocks)
     wg_fwd_kernel(bf16* __restrict__ out, float* __restrict__ lse, const __grid_constant__ CUtensorMap map_q,
-                  const __grid_constant__ CUtensorMap map_kv, int Tn, int H, int n_qblk, float scale) {
+                  const __grid_constant__ CUtensorMap map_kv, int Tn, int H, int n_qblk, float scale, MaskParams mk) {
 #if defined(VIT_WG_HAS_WGMMA)
   using C = WgCfg<D, kWG, kBN>;
   constexpr int BN = kBN;
@@ -219,6 +222,12 @@ __global__ void __launch_bounds__(128 * kWG, kMinBlocks)
           s[4 * n + e] = p;
           rs[e >> 1] += p;
         }
+        if constexpr (kDrop) {  // warp-uniform condition above: keep_masks is warp-collective
+          uint32_t m[2];
+          keep_masks<false>(m, mk, bh, row0 + 16 * warp, j * BN + 8 * n, g, t);
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[4 * n + e] = keep_or_zero(s[4 * n + e], m[e >> 1], e & 1);
+        }
       } else {  // 8 keys all past T (only in a ragged last block): no exp needed
         s[4 * n] = s[4 * n + 1] = s[4 * n + 2] = s[4 * n + 3] = 0.f;
       }
@@ -252,7 +261,7 @@ __global__ void __launch_bounds__(128 * kWG, kMinBlocks)
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float l = quad_sum(l_run[r]);
-    const float inv = 1.f / l;
+    const float inv = (kDrop ? mk.scale : 1.f) / l;
     const int rw = 16 * warp + g + 8 * r;  // row within the warpgroup's 64
 #pragma unroll
     for (int n = 0; n < D / 8; ++n)
@@ -290,22 +299,23 @@ QkvMaps qkv_tensor_maps(const bf16* qkv, int B, int Tn, int H, int D, int rows_q
 
 // The kernel of configuration kCfg at head dim D, with its shared-memory attributes set (the whole carveout as
 // shared memory: the kernel reads global memory only through the copy engine, which bypasses L1).
-template <int D, int kCfg>
+template <int D, int kCfg, bool kDrop>
 auto prepared_kernel() {
   constexpr WgTraits tr = wg_traits(kCfg);
   static_assert(tr.wg > 0, "wg forward: no such configuration");
   using C = WgCfg<D, tr.wg, tr.bn>;
   // min_blocks CTAs must also fit an SM's shared memory (sm_90: 228 KB, 1 KB of it reserved per CTA)
   static_assert(tr.min_blocks * (C::kSmem + 1024) <= 228 * 1024, "wg forward: the CTAs per SM do not fit");
-  auto kernel = wg_fwd_kernel<D, tr.wg, tr.bn, tr.min_blocks>;
+  auto kernel = wg_fwd_kernel<D, tr.wg, tr.bn, tr.min_blocks, kDrop>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmem));
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                   (int)cudaSharedmemCarveoutMaxShared));
   return kernel;
 }
 
-template <int D, int kCfg>
-void launch_cfg(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, float scale, cudaStream_t stream) {
+template <int D, int kCfg, bool kDrop = false>
+void launch_cfg(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, float scale, cudaStream_t stream,
+                const MaskParams& mk = {}) {
   constexpr WgTraits tr = wg_traits(kCfg);
   using C = WgCfg<D, tr.wg, tr.bn>;
   const int n_qblk = (Tn + C::kBM - 1) / C::kBM;
@@ -313,8 +323,8 @@ void launch_cfg(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, fl
   if (blocks == 0) return;
   VIT_REQUIRE(blocks < (1LL << 31), "attention: B·H·ceil(T/", C::kBM, ") = ", blocks, " CTAs is too many");
   const QkvMaps maps = qkv_tensor_maps(qkv, B, Tn, H, D, C::kBM, tr.bn);
-  auto kernel = prepared_kernel<D, kCfg>();
-  kernel<<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(out, lse, maps.q, maps.kv, Tn, H, n_qblk, scale);
+  auto kernel = prepared_kernel<D, kCfg, kDrop>();
+  kernel<<<(unsigned)blocks, C::kThreads, C::kSmem, stream>>>(out, lse, maps.q, maps.kv, Tn, H, n_qblk, scale, mk);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -323,7 +333,7 @@ int occupancy_cfg() {
   constexpr WgTraits tr = wg_traits(kCfg);
   using C = WgCfg<D, tr.wg, tr.bn>;
   int n = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, prepared_kernel<D, kCfg>(), C::kThreads, C::kSmem));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, prepared_kernel<D, kCfg, false>(), C::kThreads, C::kSmem));
   return n;
 }
 
@@ -394,8 +404,11 @@ int wg_ctas_per_sm(int cfg) {
   return with_cfg(cfg, [](auto c) { return occupancy_cfg<64, decltype(c)::value>(); });
 }
 
-void wg_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale, cudaStream_t stream) {
-  wg_forward_cfg(wg_config(Tn, d), out, lse, qkv, B, Tn, H, d, scale, stream);
+void wg_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale, cudaStream_t stream,
+                const MaskParams& mk) {
+  if (!mk.on) return wg_forward_cfg(wg_config(Tn, d), out, lse, qkv, B, Tn, H, d, scale, stream);
+  VIT_REQUIRE(d == 64 && Tn >= 1, "wg_forward: T = ", Tn, ", d = ", d, " has no wgmma kernel (d = 64 only)");
+  launch_cfg<64, kWgDropoutConfig, true>(out, lse, qkv, B, Tn, H, scale, stream, mk);
 }
 
 }  // namespace vit::gpu::attn

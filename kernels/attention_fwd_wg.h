@@ -1,6 +1,6 @@
 // Private to the attention kernels (attention*.cu), their GPU test and benchmark: a Hopper forward built on
 // warpgroup MMA (wgmma.mma_async, sm_90a; attention_fwd_wg.cu), FlashAttention-3's instruction choice for the
-// m32 forward's job. Same inputs, outputs and semantics as m32_forward (no dropout):
+// m32 forward's job. Same inputs, outputs and semantics as m32_forward, plus attention dropout (as flash_forward):
 //   qkv (B, T, 3, H, d) bf16 -> out (B, T, H, d) bf16, lse (B, H, T) fp32 = scale·max + ln Σ exp(scale·(s − max)).
 // Head dim 64 only for now (the kernel is templated on it; 128 needs its instantiation and a test), any T >= 1.
 // It needs the sm_90a build (the default VIT_CUDA_ARCHS) and a compute capability 9.0 device.
@@ -9,6 +9,7 @@
 
 #include <string>
 
+#include "kernels/attention_tiles.cuh"  // MaskParams
 #include "kernels/types.h"
 
 namespace vit::gpu::attn {
@@ -47,9 +48,11 @@ int wg_config(int Tn, int d);
 // not an error, without a usable device).
 bool wg_forward_supports(int Tn, int d);
 
-// The forward in configuration wg_config(Tn, d). Arguments as m32_forward (validated by the caller; no dropout).
+// The forward in configuration wg_config(Tn, d). Arguments as m32_forward (validated by the caller). With attention
+// dropout (mk.on) it runs configuration kWgDropoutConfig: 4 CTAs per SM leave the mask's registers room.
+inline constexpr int kWgDropoutConfig = 0;
 void wg_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
-                cudaStream_t stream);
+                cudaStream_t stream, const MaskParams& mk = {});
 // The same in configuration cfg.
 void wg_forward_cfg(int cfg, bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
                     cudaStream_t stream);

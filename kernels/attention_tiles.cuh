@@ -34,9 +34,10 @@ enum class Variant : int {
   m32 = 5,         // forward: 32 query rows per warp, FlashAttention-2's tiling, in the configuration that
                    // VIT_ATTN_M32_CFG picks (attention_fwd_m32.h); backward as fast
   wg = 6,          // forward: Hopper warpgroup MMA (wgmma, attention_fwd_wg.cu) where wg_forward_supports (d = 64
-                   // on a compute capability 9.0 device; VIT_ATTN_WG_CFG picks the configuration), else m32;
-                   // backward: wgmma too (attention_bwd_wg.cu) where wg_backward_supports (d = 64, T <= 256) and
-                   // without dropout, else as fast
+                   // on a compute capability 9.0 device; VIT_ATTN_WG_CFG picks the configuration; with dropout
+                   // configuration kWgDropoutConfig), else m32 (flash with dropout);
+                   // backward: wgmma too (attention_bwd_wg.cu) where wg_backward_supports (d = 64, T <= 256;
+                   // with dropout T <= 192), else as fast
 };
 inline constexpr int kVariantCount = 7;
 const char* variant_name(Variant v);
@@ -55,8 +56,8 @@ Variant default_variant(int d);
 // Backward workspace (all variants): D = rowsum(dO ⊙ O), fp32 (B, H, T).
 i64 workspace_bytes(int B, int Tn, int H, int d);
 
-// Attention dropout (drop.p > 0, attention_dropout.h) runs in every variant's backward and in the simple and
-// flash forwards; the resident, fast and m32 forwards do not take it: with p > 0 those variants run the flash
+// Attention dropout (drop.p > 0, attention_dropout.h) runs in every variant's backward and in the simple, flash
+// and wg forwards; the resident, fast and m32 forwards do not take it: with p > 0 those variants run the flash
 // forward.
 void forward(Variant v, bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
              cudaStream_t stream, const AttnDropout& drop = {});
