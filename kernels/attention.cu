@@ -348,13 +348,13 @@ void backward(Variant v, bf16* dqkv, const bf16* dout, const bf16* qkv, const bf
 // VIT_ATTN_VARIANT forces one variant for both; head dims without fused kernels use the simple ones.
 // Attention dropout keeps this pairing: the wg forward and backward take the mask (the backward up to T = 192, past
 // that the resident backward), flash where wg does not apply.
-// public_forward is the forward run when VIT_ATTN_VARIANT is unset (with dropout it hands over to flash): the
+// public_forward is the forward run when VIT_ATTN_VARIANT is unset (dropout included, docs/benchmarks.md run 65): the
 // wgmma forward with its copy-engine loads beats m32 at every measured d = 64 shape (T197 173 vs 194 us, T257
 // 130 vs 164, T401 126 vs 171, T577 121 vs 156; docs/benchmarks.md runs 24-31); where it does not apply (other head
 // dims, a build without sm_90a) Variant::wg runs m32.
 constexpr attn::Variant public_forward() { return attn::Variant::wg; }
-// public_backward likewise: the wgmma backward where it applies (d = 64, T <= 256, no dropout; docs/benchmarks.md
-// runs 49-60), otherwise Variant::wg's backward is the resident one (or flash past its limits).
+// public_backward likewise: the wgmma backward where it applies (d = 64, T <= 256, with dropout T <= 192;
+// docs/benchmarks.md runs 49-65), otherwise Variant::wg's backward is the resident one (or flash past its limits).
 constexpr attn::Variant public_backward() { return attn::Variant::wg; }
 
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,

@@ -36,6 +36,10 @@
 // dQ product runs over ceil(T / 16) key slices. Each such count is a separate straight-line wgmma sequence
 // (dispatch templates): wgmmas under a run-time condition make ptxas serialize every wgmma of the kernel (C7520).
 //
+// Attention dropout (up to 3 warpgroups, T <= 192: the undropped Pᵀ stays in registers beside its keep bits, which
+// dS needs; at 4 warpgroups Pᵀ goes through shared memory, where only one of the two fits) as the resident kernel
+// applies it: key_block's kDrop.
+//
 // lse·log2 e of every query is loaded in the prologue; D = rowsum(dO ⊙ O) per block, from the O and dO tiles,
 // shared out over the CTA. With bias_part (the qkv linear's bias gradient fused in) the values stored are also
 // summed per column: dQ into per-thread running sums in shared memory, dK and dV in registers; at the end each

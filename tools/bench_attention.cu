@@ -12,9 +12,9 @@
 //   bench_attention --variant N  one implementation: 0 simple, 1 flash, 2 flash_wide, 3 resident, 4 fast, 5 m32,
 //                                6 wg
 // It also prints which variant the public API (gpu::attention_*) runs: VIT_ATTN_VARIANT=N forces one.
-// Attention dropout: every variant is also checked with p = 0.1 (CPU reference with the same mask), and one
-// more row times the ViT-B shape with p = 0.1 (by default with the resident variant, whose forward gives way
-// to flash under dropout: the public API's pairing).
+// Attention dropout: every variant is also checked with p = 0.1 (CPU reference with the same mask), and two more
+// rows time p = 0.1 at the ViT-B shape and at the reference recipe's (T = 187), by default with the resident
+// variant (flash forward under dropout), with --variant N with N.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -239,7 +239,7 @@ int run(int argc, char** argv) {
   const Variant vd = variants.size() == 1 ? variants[0] : Variant::resident;
   const double us = time_shape(timer, vd, shapes[0], kDrop).fwd_bwd;
   std::printf("attention fwd+bwd ViT-B with attn_drop %.2f (%s backward, %s forward): %.1f us\n", kDrop.p,
-              variant_name(vd), vd == Variant::simple ? "simple" : "flash", us);
+              variant_name(vd), vd == Variant::simple ? "simple" : vd == Variant::wg ? "wg" : "flash", us);
   // The reference recipe's shape: patch dropout 0.05 keeps 186 of 196 patches (T = 187), attention dropout on.
   const Shape recipe{"ViT-B/16-224 recipe", 256, 187, 12, 64};
   const double us_r = time_shape(timer, vd, recipe, kDrop).fwd_bwd;
