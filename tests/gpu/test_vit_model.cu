@@ -151,7 +151,10 @@ TEST_CASE("gpu vit: classic model matches the CPU backend") { compare_model(smal
 TEST_CASE("gpu vit: head dim 64 (wgmma attention forward and backward, fused qkv bias gradient)") {
   ModelConfig m = small();
   m.embed_dim = 128;
-  REQUIRE(gpu::attn::wg_backward_supports(17, 64));
+  if (gpu::attn::wg_forward_supports(17, 64))  // a compute capability 9.0 device with the sm_90a build
+    REQUIRE(gpu::attn::wg_backward_supports(17, 64));
+  else
+    WARN_MESSAGE(false, "no compute capability 9.0 device: this case runs the m32 and resident kernels instead");
   compare_model(m, "d64 T17");
   m.img_size = {64, 64};  // 64 patches + the class token
   compare_model(m, "d64 T65");
