@@ -36,6 +36,7 @@
 #include "kernels/attention.h"
 #include "kernels/attention_bwd_wg.h"
 #include "kernels/attention_fwd_m32.h"
+#include "kernels/attention_fwd_wg.h"
 #include "kernels/attention_tiles.cuh"
 #include "tests/gpu/gpu_test_util.h"
 

@@ -10,6 +10,7 @@
 #include "engine/ops_cpu.h"
 #include "engine/ops_cuda.h"
 #include "kernels/attention_bwd_wg.h"
+#include "kernels/attention_fwd_wg.h"
 #include "model/vit.h"
 #include "tests/gpu/gpu_test_util.h"
 
