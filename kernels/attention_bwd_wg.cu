@@ -428,20 +428,16 @@ __global__ void __launch_bounds__(128 * NWG, 1)
     if (i == 0) tma::mbar_wait(bar_kv + 8 * wgi, 0);           // this warpgroup's K and V have landed
     tma::mbar_wait(bar_qfull + 8 * buf, (i >> 1) & 1);        // Q, dO and O of block i have landed
     if (i >= 2) tma::mbar_wait(bar_dsempty + 8 * buf, ((i >> 1) - 1) & 1);  // dQ of block i − 2 read its dSᵀ
-    // D = rowsum(dO ⊙ O) of block i from its O and dO tiles, shared out over the whole CTA: row r by the 8 threads
-    // with tid / 8 ≡ r (mod kThreads / 8), one 16-byte chunk of both each (the 8 chunks of a row are one 128-byte
-    // line: no bank conflicts), summed with shuffles; dfull tells every warpgroup when all rows are in. Computed
-    // from global memory in the prologue (a thread per row) it cost more than a third of the kernel, exposed with
-    // one CTA per SM; every warpgroup computing all 64 rows itself cost 4x the instructions (runs 50-54).
-    {
-      float* Db = sD + 64 * buf;
-      const int piece = tid % 8;
-      constexpr int kRowsPerPass = C::kThreads / 8;
+    // D = rowsum(dO ⊙ O) of block i from its O and dO tiles: row r by thread r of the first two warps, the 64
+    // products in the resident kernel's order (one fmaf chain over the row), so D and everything after it has the
+    // resident backward's bits; dfull tells every warpgroup when all rows are in (it waits at the dS step, long
+    // after these ~100 instructions). Computed from global memory in a prologue (a thread per row, strided loads)
+    // it cost more than a third of the kernel, exposed with one CTA per SM (runs 50-54).
+    if (tid < 64) {
+      float dsum = 0.f;
 #pragma unroll
-      for (int pass = 0; pass < (64 + kRowsPerPass - 1) / kRowsPerPass; ++pass) {
-        const int r = pass * kRowsPerPass + tid / 8;
-        if (64 % kRowsPerPass != 0 && r >= 64) break;  // whole warps (4 rows each) leave together
-        const uint32_t off = buf * C::kTile + wg::sw128_offset(r, piece, 64);
+      for (int c = 0; c < D / 8; ++c) {  // the 8 chunks of row tid sit in 8 different bank groups (swizzle)
+        const uint32_t off = buf * C::kTile + wg::sw128_offset(tid, c, 64);
         uint4 ov, gv;
         asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
                      : "=r"(ov.x), "=r"(ov.y), "=r"(ov.z), "=r"(ov.w)
@@ -450,19 +446,15 @@ __global__ void __launch_bounds__(128 * NWG, 1)
                      : "=r"(gv.x), "=r"(gv.y), "=r"(gv.z), "=r"(gv.w)
                      : "r"(sdO + off));
         const uint32_t ow[4] = {ov.x, ov.y, ov.z, ov.w}, gw[4] = {gv.x, gv.y, gv.z, gv.w};
-        float dsum = 0.f;
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const float2 of = unpack_bf16(ow[e]), gf = unpack_bf16(gw[e]);
           dsum = fmaf(of.x, gf.x, fmaf(of.y, gf.y, dsum));
         }
-        dsum += __shfl_xor_sync(0xffffffffu, dsum, 1);
-        dsum += __shfl_xor_sync(0xffffffffu, dsum, 2);
-        dsum += __shfl_xor_sync(0xffffffffu, dsum, 4);
-        if (piece == 0) Db[r] = dsum;
       }
-      tma::mbar_arrive(bar_dfull + 8 * buf);
+      sD[64 * buf + tid] = dsum;
     }
+    tma::mbar_arrive(bar_dfull + 8 * buf);
     key_block_dispatch<D, NWG, kDrop>(min(64, Tn - 64 * i), dk, dv, base, i, kr, kok0, kok1, sl2, q, wgi, mk, bh);
     if (i % NWG != wgi) continue;
     // dQ of block i by this warpgroup. Once every warpgroup has stored its dSᵀ rows, they are also done with the

@@ -418,36 +418,47 @@ TEST_CASE("attention gpu: wgmma backward with attention dropout (T <= 192)") {
 }
 
 // VIT_ATTN_WG_BWD: 0 runs the resident backward in Variant::wg, 1 or unset the wgmma one; other values are
-// refused. Both kernels give the same dqkv bit for bit (measured, run 49): they round P and dS to bf16 the same
-// way and their tensor-core sums take the same 16-element k-steps in the same order, so the switch only
-// changes the time (and the summation order of the fused bias gradient).
+// refused. Both kernels give the same dqkv bit for bit: they form D, P and dS with the same operations in the same
+// order (D one fmaf chain per row, the same bf16 roundings of P and dS, the same masks) and their tensor-core sums
+// take the same 16-element k-steps in the same order; so the switch only changes the time (and the summation order
+// of the fused bias gradient). Checked at every warpgroup count, ragged blocks, the ViT-B length and with dropout.
 TEST_CASE("attention gpu: VIT_ATTN_WG_BWD switches the wg variant's backward and refuses bad values") {
   const char* old = std::getenv("VIT_ATTN_WG_BWD");
   const std::string saved = old ? old : "";
-  const Case c{2, 197, 3, 64};
-  const size_t n_qkv = (size_t)c.B * c.T * 3 * c.H * c.d, n_out = (size_t)c.B * c.T * c.H * c.d;
-  auto d_qkv = to_device(to_bf(randn_f(n_qkv, 3800)));
-  auto d_dout = to_device(to_bf(randn_f(n_out, 3801)));
-  gpu::DeviceBuffer<bf16> d_out(n_out), d_dqkv(n_qkv);
-  gpu::DeviceBuffer<float> d_lse((size_t)c.B * c.H * c.T);
-  gpu::DeviceBuffer<unsigned char> d_ws((size_t)gpu::attention_backward_workspace_bytes(c.B, c.T, c.H, c.d));
-  gpu::attn::forward(Variant::wg, d_out.get(), d_lse.get(), d_qkv.get(), c.B, c.T, c.H, c.d, 0.125f, 0);
-  auto run = [&](Variant v) {
-    d_dqkv.poison();
-    gpu::attn::backward(v, d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(), c.B, c.T, c.H, c.d,
-                        0.125f, d_ws.get(), 0);
-    CUDA_CHECK(cudaDeviceSynchronize());
-    return d_dqkv.download();
+  struct Same {
+    Case c;
+    float p;
   };
-  unsetenv("VIT_ATTN_WG_BWD");
-  CHECK(gpu::attn::wg_backward_enabled());
-  const auto wg_on = run(Variant::wg);
-  const auto res = run(Variant::resident);
-  setenv("VIT_ATTN_WG_BWD", "0", 1);
-  CHECK_FALSE(gpu::attn::wg_backward_enabled());
-  const auto wg_off = run(Variant::wg);
-  CHECK(std::memcmp(wg_off.data(), res.data(), n_qkv * sizeof(bf16)) == 0);
-  CHECK(std::memcmp(wg_on.data(), res.data(), n_qkv * sizeof(bf16)) == 0);
+  for (const Same& sc : {Same{{2, 197, 3, 64}, 0.f}, Same{{2, 17, 3, 64}, 0.f}, Same{{2, 65, 2, 64}, 0.f},
+                         Same{{2, 150, 2, 64}, 0.f}, Same{{2, 256, 2, 64}, 0.f}, Same{{2, 150, 2, 64}, 0.1f}}) {
+    const Case& c = sc.c;
+    CAPTURE(c.T);
+    CAPTURE(sc.p);
+    const AttnDropout dr = sc.p > 0 ? AttnDropout{sc.p, 4711, 6} : AttnDropout{};
+    const size_t n_qkv = (size_t)c.B * c.T * 3 * c.H * c.d, n_out = (size_t)c.B * c.T * c.H * c.d;
+    auto d_qkv = to_device(to_bf(randn_f(n_qkv, 3800 + c.T)));
+    auto d_dout = to_device(to_bf(randn_f(n_out, 3801 + c.T)));
+    gpu::DeviceBuffer<bf16> d_out(n_out), d_dqkv(n_qkv);
+    gpu::DeviceBuffer<float> d_lse((size_t)c.B * c.H * c.T);
+    gpu::DeviceBuffer<unsigned char> d_ws((size_t)gpu::attention_backward_workspace_bytes(c.B, c.T, c.H, c.d));
+    gpu::attn::forward(Variant::wg, d_out.get(), d_lse.get(), d_qkv.get(), c.B, c.T, c.H, c.d, 0.125f, 0, dr);
+    auto run = [&](Variant v) {
+      d_dqkv.poison();
+      gpu::attn::backward(v, d_dqkv.get(), d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(), c.B, c.T, c.H, c.d,
+                          0.125f, d_ws.get(), 0, dr);
+      CUDA_CHECK(cudaDeviceSynchronize());
+      return d_dqkv.download();
+    };
+    unsetenv("VIT_ATTN_WG_BWD");
+    CHECK(gpu::attn::wg_backward_enabled());
+    const auto wg_on = run(Variant::wg);
+    const auto res = run(Variant::resident);
+    setenv("VIT_ATTN_WG_BWD", "0", 1);
+    CHECK_FALSE(gpu::attn::wg_backward_enabled());
+    const auto wg_off = run(Variant::wg);
+    CHECK(std::memcmp(wg_off.data(), res.data(), n_qkv * sizeof(bf16)) == 0);
+    CHECK(std::memcmp(wg_on.data(), res.data(), n_qkv * sizeof(bf16)) == 0);
+  }
   for (const char* bad : {"2", "yes", "0x"}) {
     setenv("VIT_ATTN_WG_BWD", bad, 1);
     CHECK_THROWS_AS(gpu::attn::wg_backward_enabled(), vit::Error);
