@@ -19,8 +19,9 @@
 // dQ = dS K of block i is complete inside it: warpgroup (i mod NWG) computes it right after its own work on block
 // i, as one 64 × 64 product over the 16-key slices that hold a real key (ss: A = dS read MN-major from the dSᵀ
 // rows, i.e. imm-trans-a; B = K [key][d] MN-major), and writes it straight to dqkv in bf16: 5 products per
-// (query, key) pair, as in the resident kernel. The tensor-core sums take the same 16-element k-steps in the same
-// order as the resident kernel's, with the same bf16 roundings, so dqkv comes out bit-identical to it.
+// (query, key) pair, as in the resident kernel. D, P and dS are formed by the same operations in the same order
+// and the tensor-core sums take the same 16-element k-steps in the same order as the resident kernel's, so dqkv
+// comes out bit-identical to it (tested at every warpgroup count, with and without dropout).
 //
 // Synchronisation: no barrier over the CTA per block; mbarriers carry each dependency (per buffer b = i & 1):
 // qfull (the copy engine landed Q, dO, O of block i), dfull (every thread added its share of D), dsfull (every
@@ -41,8 +42,8 @@
 // applies it: key_block's kDrop.
 //
 // lse·log2 e of every query is loaded in the prologue; D = rowsum(dO ⊙ O) per block, from the O and dO tiles,
-// shared out over the CTA. With bias_part (the qkv linear's bias gradient fused in) the values stored are also
-// summed per column: dQ into per-thread running sums in shared memory, dK and dV in registers; at the end each
+// one thread per row (the first two warps). With bias_part (the qkv linear's bias gradient fused in) the values
+// stored are also summed per column: dQ into per-thread running sums in shared memory, dK and dV in registers; at the end each
 // warp reduces its rows (reduce_scatter_rows) into its own row, and after one barrier the rows are added in a
 // fixed order into row b of bias_part. Deterministic like the rest.
 #include <cuda.h>  // CUtensorMap
