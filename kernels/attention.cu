@@ -357,12 +357,19 @@ constexpr attn::Variant public_forward() { return attn::Variant::wg; }
 // docs/benchmarks.md runs 49-65), otherwise Variant::wg's backward is the resident one (or flash past its limits).
 constexpr attn::Variant public_backward() { return attn::Variant::wg; }
 
+// The variant the public API runs for head dim d: the one VIT_ATTN_VARIANT forces, else `chosen` (the public
+// pairing above) where the fused kernels apply (default_variant's simple fallback stays for other head dims).
+namespace {
+attn::Variant public_variant(int d, attn::Variant chosen) {
+  const attn::Variant v = attn::default_variant(d);
+  const char* env = std::getenv("VIT_ATTN_VARIANT");
+  return v == attn::Variant::resident && (env == nullptr || *env == '\0') ? chosen : v;
+}
+}  // namespace
+
 void attention_forward(bf16* out, float* lse, const bf16* qkv, int B, int Tn, int H, int d, float scale,
                        cudaStream_t stream, const AttnDropout& drop) {
-  attn::Variant v = attn::default_variant(d);
-  const char* env = std::getenv("VIT_ATTN_VARIANT");
-  if (v == attn::Variant::resident && (env == nullptr || *env == '\0')) v = public_forward();
-  attn::forward(v, out, lse, qkv, B, Tn, H, d, scale, stream, drop);
+  attn::forward(public_variant(d, public_forward()), out, lse, qkv, B, Tn, H, d, scale, stream, drop);
 }
 
 i64 attention_backward_workspace_bytes(int B, int Tn, int H, int d) { return attn::workspace_bytes(B, Tn, H, d); }
@@ -370,10 +377,8 @@ i64 attention_backward_workspace_bytes(int B, int Tn, int H, int d) { return att
 void attention_backward(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, const float* lse, int B, int Tn,
                         int H, int d, float scale, void* workspace, cudaStream_t stream, const AttnDropout& drop,
                         float* dbias) {
-  attn::Variant v = attn::default_variant(d);
-  const char* env = std::getenv("VIT_ATTN_VARIANT");
-  if (v == attn::Variant::resident && (env == nullptr || *env == '\0')) v = public_backward();
-  attn::backward(v, dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, workspace, stream, drop, dbias);
+  attn::backward(public_variant(d, public_backward()), dqkv, dout, qkv, out, lse, B, Tn, H, d, scale, workspace, stream,
+                 drop, dbias);
 }
 
 }  // namespace vit::gpu

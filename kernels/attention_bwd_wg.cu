@@ -128,6 +128,11 @@ __device__ __forceinline__ float2 ld_shared_f2(uint32_t addr) {
   asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(addr) : "memory");
   return v;
 }
+__device__ __forceinline__ uint4 ld_shared_v4(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+  return v;
+}
 __device__ __forceinline__ uint32_t ld_shared(uint32_t addr) {
   uint32_t v;
   asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
@@ -439,13 +444,7 @@ __global__ void __launch_bounds__(128 * NWG, 1)
 #pragma unroll
       for (int c = 0; c < D / 8; ++c) {  // the 8 chunks of row tid sit in 8 different bank groups (swizzle)
         const uint32_t off = buf * C::kTile + wg::sw128_offset(tid, c, 64);
-        uint4 ov, gv;
-        asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-                     : "=r"(ov.x), "=r"(ov.y), "=r"(ov.z), "=r"(ov.w)
-                     : "r"(sO + off));
-        asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-                     : "=r"(gv.x), "=r"(gv.y), "=r"(gv.z), "=r"(gv.w)
-                     : "r"(sdO + off));
+        const uint4 ov = ld_shared_v4(sO + off), gv = ld_shared_v4(sdO + off);
         const uint32_t ow[4] = {ov.x, ov.y, ov.z, ov.w}, gw[4] = {gv.x, gv.y, gv.z, gv.w};
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
@@ -547,9 +546,10 @@ void launch(bf16* dqkv, const bf16* dout, const bf16* qkv, const bf16* out, cons
   if (blocks == 0) return;
   VIT_REQUIRE(blocks < (1LL << 31), "attention: B·H = ", blocks, " is too large for one launch");
   const i64 rows = (i64)B * Tn;
-  const CUtensorMap map_qkv = bf16_tensor_map_2d(qkv, rows, 3LL * H * D, 3LL * H * D, 64, "attention qkv");
-  const CUtensorMap map_do = bf16_tensor_map_2d(dout, rows, (i64)H * D, (i64)H * D, 64, "attention dout");
-  const CUtensorMap map_o = bf16_tensor_map_2d(out, rows, (i64)H * D, (i64)H * D, 64, "attention out");
+  const TensorMapEncoder enc;  // one driver lookup for the three maps
+  const CUtensorMap map_qkv = enc.bf16_2d(qkv, rows, 3LL * H * D, 3LL * H * D, 64, "attention qkv");
+  const CUtensorMap map_do = enc.bf16_2d(dout, rows, (i64)H * D, (i64)H * D, 64, "attention dout");
+  const CUtensorMap map_o = enc.bf16_2d(out, rows, (i64)H * D, (i64)H * D, 64, "attention out");
   auto kernel = wg_bwd_kernel<D, NWG, false>;
   if constexpr (NWG <= kMaxDropWarpgroups) {
     if (mk.on) kernel = wg_bwd_kernel<D, NWG, true>;

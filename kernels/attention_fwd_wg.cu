@@ -285,15 +285,17 @@ __global__ void __launch_bounds__(128 * kWG, kMinBlocks)
 }
 
 // qkv (B, T, 3, H, D) as a 2-D tensor for the copy engine: B·T rows of 3·H·D bf16, boxes of rows_q rows (Q
-// tiles) and rows_kv rows (K, V blocks): one map when the two are equal, as in the default configuration.
+// tiles) and rows_kv rows (K, V blocks): one map when the two are equal, as in the default configuration; one
+// encoder lookup either way.
 struct QkvMaps {
   CUtensorMap q, kv;
 };
 QkvMaps qkv_tensor_maps(const bf16* qkv, int B, int Tn, int H, int D, int rows_q, int rows_kv) {
   const i64 rows = (i64)B * Tn, cols = 3LL * H * D;
+  const TensorMapEncoder enc;
   QkvMaps maps;
-  maps.q = bf16_tensor_map_2d(qkv, rows, cols, cols, rows_q, "attention qkv");
-  maps.kv = rows_kv == rows_q ? maps.q : bf16_tensor_map_2d(qkv, rows, cols, cols, rows_kv, "attention qkv");
+  maps.q = enc.bf16_2d(qkv, rows, cols, cols, rows_q, "attention qkv");
+  maps.kv = rows_kv == rows_q ? maps.q : enc.bf16_2d(qkv, rows, cols, cols, rows_kv, "attention qkv");
   return maps;
 }
 
