@@ -40,7 +40,11 @@ int main(int argc, char** argv) {
     std::vector<std::string> ov(argv + 2, argv + argc);
     Config cfg = load_config(argv[1], ov);
     const int warm = 5, steps = 20;
-    CudaOps ops(0);
+    // One GPU per rank on the node, as vit_train picks it.
+    int gpus = 0;
+    CUDA_CHECK(cudaGetDeviceCount(&gpus));
+    VIT_REQUIRE(gpus > 0, "bench_train: no CUDA device visible");
+    CudaOps ops(mpi.local_rank() % gpus);
     CommStream cs(ops.stream());
     auto world = NcclComm::world(cs);
     ParamLayout layout(cfg.model);

@@ -134,6 +134,20 @@ if has scaling; then
         2>&1 | grep FSDP2) | tee -a "$SUMMARY"
     done
   done
+  # Scaling = per-GPU img/s on N GPUs / img/s on one, for the engine and for FSDP2 (same call).
+  python3 - "$SUMMARY" <<'PY' | tee -a "$SUMMARY"
+import re, sys
+eng, f2 = {}, {}
+for l in open(sys.argv[1]):
+    m = re.search(r"ENGINE .*rank=0/(\d+) .*grads=(\w+) img_s=(\d+)", l)
+    if m: eng[(m[2], int(m[1]))] = int(m[3])
+    m = re.search(r"FSDP2 .*gpus=(\d+) .*mode=(\w+) .*img_s_per_gpu=(\d+)", l)
+    if m: f2[(m[2], int(m[1]))] = int(m[3])
+for name, d in (("engine ZeRO-3 grads", eng), ("FSDP2", f2)):
+    for (k, n), v in sorted(d.items()):
+        if n > 1 and (k, 1) in d:
+            print(f"SCALING {name} {k}: 1 GPU {d[(k, 1)]} img/s, {n} GPUs {v} img/s per GPU = {100 * v / d[(k, 1)]:.1f}%")
+PY
 fi
 
 if has loader; then

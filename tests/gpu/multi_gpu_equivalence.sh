@@ -17,14 +17,21 @@ run() {  # run NAME NP [overrides]
     $COMMON training.micro_batch_size=$((GB / np)) run.output_dir="$T/$name" "$@" > "$T/$name.log" 2>&1 \
     || { tail -20 "$T/$name.log"; echo "FAIL: $name"; return 1; }
 }
-compare() {  # compare A B LABEL: bf16 activations, fp32 reductions in another order -> a few 1e-3
+compare() {  # compare A B LABEL
+  # bf16 activations and fp32 reductions in another order: the trajectories agree to a few 1e-3 of the loss, as
+  # numpy's allclose (rtol 2e-2, atol 2e-3: the loss falls near 0.01 where relative differences lose meaning);
+  # a wrong gradient scale or a shard mixed up moves the loss by far more within the first steps.
   python3 - "$T/$1/metrics.jsonl" "$T/$2/metrics.jsonl" "$3" <<'PY'
 import json, sys
 def losses(p): return {d["step"]: d["loss"] for d in map(json.loads, open(p)) if "loss" in d}
 a, b = losses(sys.argv[1]), losses(sys.argv[2])
-worst = max(abs(a[s] - b[s]) / abs(a[s]) for s in a)
-print(f"EQUIV {sys.argv[3]}: {len(a)} steps, loss {a[min(a)]:.4f} -> {a[max(a)]:.4f}, max relative difference {worst:.2e}")
-sys.exit(0 if worst < 2e-2 and a[max(a)] < 0.9 * a[min(a)] else 1)
+assert a.keys() == b.keys() and len(a) >= 20, f"steps differ or too few: {sorted(a)} vs {sorted(b)}"
+excess = {s: abs(a[s] - b[s]) / (2e-3 + 2e-2 * abs(a[s])) for s in a}
+w = max(excess, key=excess.get)
+print(f"EQUIV {sys.argv[3]}: {len(a)} steps, loss {a[min(a)]:.4f} -> {a[max(a)]:.4f} (vs {b[max(b)]:.4f}), "
+      f"worst step {w}: {a[w]:.5f} vs {b[w]:.5f} = {excess[w]:.2f} of the tolerance")
+print("  steps " + " ".join(f"{s}:{a[s]:.4f}/{b[s]:.4f}" for s in sorted(a) if s in (1, 2, 5, 10, 15, 20, 25, 30)))
+sys.exit(0 if excess[w] <= 1 and a[max(a)] < 0.9 * a[min(a)] else 1)
 PY
 }
 bad=0
