@@ -127,6 +127,7 @@ struct DistributedConfig {
   int dp_outer = 1;
   std::string outer_strategy = "replicate";      // replicate | shard (optimizer state over outer groups)
   std::string grad_reduce_dtype = "fp32";        // fp32 | bf16
+  bool reshard_after_forward = true;             // ZeRO-3: false keeps every gathered unit from forward to backward
   double timeout_s = 600;                        // a stalled collective ends the job after this long
   bool operator==(const DistributedConfig&) const = default;
 };

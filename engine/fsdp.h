@@ -12,7 +12,9 @@
 // splits evenly, in 16-byte pieces, over any rank count; a rank owns one contiguous slice of every unit.
 //
 // Overlap (GPU): collectives run on the comm's own stream. ZeRO-3 gathers the next unit's parameters while the
-// current one computes (two slots, forward and backward); ZeRO-2/3 reduce-scatter each unit's gradient as soon
+// current one computes (two slots, forward and backward; with keep_gathered, FSDP2's reshard_after_forward=False,
+// every unit keeps its gathered copy from forward to backward instead: parameters x 2 bytes per rank, and no
+// all-gathers in backward); ZeRO-2/3 reduce-scatter each unit's gradient as soon
 // as its backward ends, and no_shard / ZeRO-1 reduce each unit during the last micro-batch's backward. What a
 // collective lands in a gradient that must be added (later micro-batches, bf16 wire) is added on the compute
 // stream one unit later, so the compute never waits for the collective it just issued.
@@ -53,6 +55,7 @@ struct Range {
 struct FsdpOptions {
   bool outer_shard = false;  // shard the optimizer state over the outer groups too (needs a sharded strategy)
   bool bf16_reduce = false;  // gradients travel as bf16
+  bool keep_gathered = false;  // ZeRO-3: gathered units stay from forward to backward (not resharded)
 };
 
 template <class Ops>
@@ -126,8 +129,14 @@ class FsdpStore final : public ParamStore<Ops> {
         full_p_.push_back(alloc<P>(padded_[u], "parameters"));
       }
     }
-    if (st_ == Strategy::optim_grads_params)
+    keep_ = opt.keep_gathered && st_ == Strategy::optim_grads_params;
+    if (keep_) {
+      for (size_t u = 0; u < nu; ++u) p_kept_.push_back(alloc<P>(padded_[u], "gathered parameters (kept)"));
+      kept_ready_.resize(nu);
+      kept_.assign(nu, false);
+    } else if (st_ == Strategy::optim_grads_params) {
       for (int k = 0; k < 2; ++k) p_slot_[k] = alloc<P>(max_pad, "gathered parameters");
+    }
     if (sharded_grads())
       for (int k = 0; k < 2; ++k) {
         g_slot_[k] = alloc<G>(max_pad, "unit gradients");
@@ -186,7 +195,10 @@ class FsdpStore final : public ParamStore<Ops> {
   }
 
   // ---- ParamStore ----
-  const P* unit_params(int u) override { return st_ == Strategy::optim_grads_params ? p_slot_[u % 2] : full_p_[u]; }
+  const P* unit_params(int u) override {
+    if (st_ != Strategy::optim_grads_params) return full_p_[u];
+    return keep_ ? p_kept_[u] : p_slot_[u % 2];
+  }
   G* unit_grads(int u) override { return sharded_grads() ? g_slot_[u % 2] : full_g_[u]; }
 
   void forward_begin(int u) override {
@@ -409,6 +421,7 @@ class FsdpStore final : public ParamStore<Ops> {
         shard_.allgather(full_p_[u], shard_copy((int)u), shard_range_[u].size(), dtype_of<P>());
     params_ready_ = mark(shard_);
     resident_[0] = resident_[1] = -1;
+    kept_.assign(kept_.size(), false);
   }
 
   bool sharded_grads() const { return st_ == Strategy::optim_grads || st_ == Strategy::optim_grads_params; }
@@ -421,6 +434,11 @@ class FsdpStore final : public ParamStore<Ops> {
       return;
     }
     gather(u);
+    if (keep_) {
+      kept_ready_[u].wait();
+      kept_ready_[u] = {};  // waited once: backward and later micro-batches read it without waiting
+      return;
+    }
     slot_ready_[u % 2].wait();
   }
 
@@ -428,6 +446,13 @@ class FsdpStore final : public ParamStore<Ops> {
   // the compute issued so far, which includes everything that read the slot's previous unit.
   void gather(int u) {
     if (st_ != Strategy::optim_grads_params) return;
+    if (keep_) {  // once per step into the unit's own buffer (the previous step's readers are done: see above)
+      if (kept_[u]) return;
+      shard_.allgather(p_kept_[u], pshard_[u], shard_range_[u].size(), dtype_of<P>());
+      kept_ready_[u] = mark(shard_);
+      kept_[u] = true;
+      return;
+    }
     if (resident_[u % 2] == u) return;  // still there (the head between forward and backward)
     shard_.allgather(p_slot_[u % 2], pshard_[u], shard_range_[u].size(), dtype_of<P>());
     slot_ready_[u % 2] = mark(shard_);
@@ -453,6 +478,10 @@ class FsdpStore final : public ParamStore<Ops> {
   std::vector<G*> grad_shard_, grad_opt_, full_g_;
   std::vector<P*> pshard_, full_p_;
   P* p_slot_[2] = {nullptr, nullptr};
+  bool keep_ = false;
+  std::vector<P*> p_kept_;
+  std::vector<Mark> kept_ready_;
+  std::vector<bool> kept_;  // per unit: gathered since the parameters last changed
   G* g_slot_[2] = {nullptr, nullptr};
   G* rs_tmp_[2] = {nullptr, nullptr};
   W* wire_in_[2] = {nullptr, nullptr};

@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<NcclComm> self = world->split(mpi.rank(), 0);
     FsdpOptions fo;
     fo.bf16_reduce = cfg.distributed.grad_reduce_dtype == "bf16";
+    fo.keep_gathered = !cfg.distributed.reshard_after_forward;
     FsdpStore<CudaOps> store(layout, ops, st == Strategy::no_shard ? *self : *world,
                              st == Strategy::no_shard && world->size() > 1 ? world.get() : nullptr, st, fo);
     store.init(1);

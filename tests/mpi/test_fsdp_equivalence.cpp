@@ -186,6 +186,15 @@ int main(int argc, char** argv) {
         bad += compare(name, ref, got, world.rank());
       }
     }
+    // ZeRO-3 keeping every gathered unit from forward to backward (reshard_after_forward = false): backward reads
+    // the forward's copies, the second micro-batch gathers nothing, and the next step must gather anew.
+    for (int accum : {1, 2}) {
+      if (kGlobalBatch % (W * accum)) continue;
+      Run got = train(world, world, nullptr, Strategy::optim_grads_params, accum, {.keep_gathered = true});
+      char name[96];
+      std::snprintf(name, sizeof name, "%d ranks ZeRO-3 kept gathered accum %d", W, accum);
+      bad += compare(name, ref, got, world.rank());
+    }
     if (W > 1) {
       // Every rank its own shard group, the optimizer split over the outer comm only (dp_shard 1 x dp_outer W).
       for (Strategy st : {Strategy::optim, Strategy::optim_grads_params}) {
@@ -222,6 +231,9 @@ int main(int argc, char** argv) {
           }
         Run got = train(world, shard, &outer, Strategy::optim_grads_params, 2, {.outer_shard = true, .bf16_reduce = true});
         bad += compare("2x2 hybrid ZeRO-3 outer-sharded accum 2 bf16", ref, got, world.rank(), kBf16);
+        got = train(world, shard, &outer, Strategy::optim_grads_params, 2,
+                    {.outer_shard = true, .bf16_reduce = true, .keep_gathered = true});
+        bad += compare("2x2 hybrid ZeRO-3 outer-sharded kept gathered accum 2 bf16", ref, got, world.rank(), kBf16);
       }
       MPI_Comm_free(&shard_c);
       MPI_Comm_free(&outer_c);
