@@ -163,6 +163,7 @@ class FsdpStore final : public ParamStore<Ops> {
 
   Strategy strategy() const { return st_; }
   bool outer_sharded() const { return outer_shard_; }
+  bool keeps_gathered() const { return keep_; }
   const Range& opt_range(int u) const { return opt_range_[u]; }
   int64_t padded(int u) const { return padded_[u]; }
   M* master(int u) { return master_[u]; }

@@ -111,11 +111,12 @@ class Trainer {
       store_->init((uint64_t)cfg_.run.seed);
       if (!cfg_.model.init_from.empty()) import_weights(cfg_.model.init_from);
     }
-    log0(rank_, fmt("training %lld steps from step %lld: global batch %lld (%d ranks x %d micro x %d accum), %s%s, "
+    log0(rank_, fmt("training %lld steps from step %lld: global batch %lld (%d ranks x %d micro x %d accum), %s%s%s, "
                     "gradients reduced in %s",
                     (long long)total_steps_, (long long)start, (long long)global_batch_, world_, t.micro_batch_size,
                     t.grad_accum, strategy_name(store_->strategy()),
                     store_->outer_sharded() ? " + optimizer sharded over the outer groups" : "",
+                    store_->keeps_gathered() ? " (gathered units kept for backward)" : "",
                     cfg_.distributed.grad_reduce_dtype.c_str()));
     std::filesystem::create_directories(cfg_.run.output_dir);
     std::ofstream metrics;
