@@ -17,6 +17,30 @@ export NCCL_NVLS_ENABLE=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIR
 SUMMARY="$LOG/summary.txt"
 : > "$SUMMARY"
 what=${*:-all}
+
+# Runs a command while nvidia-smi samples every GPU's SM clock and board power ten times a second, then prints
+# their means over the samples taken while training (> 300 W). The GPUs run power-governed below their boost
+# clock, so the clock is part of any comparison between runs (docs/benchmarks.md, run 77).
+with_clocks() {  # with_clocks TAG COMMAND...
+  local tag=$1; shift
+  nvidia-smi --query-gpu=index,clocks.sm,power.draw --format=csv,noheader,nounits -lms 100 > "$LOG/clocks.csv" 2>/dev/null &
+  local sampler=$!
+  "$@"
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
+  python3 - "$LOG/clocks.csv" "$tag" <<'PY' | tee -a "$SUMMARY"
+import collections, sys
+busy = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    f = [x.strip() for x in line.split(",")]
+    try:
+        if float(f[2]) > 300: busy[f[0]].append((float(f[1]), float(f[2])))
+    except (IndexError, ValueError):
+        pass
+print(f"CLOCKS {sys.argv[2]}: " + ("; ".join(
+    f"GPU {g} {sum(c for c, _ in v) / len(v):.0f} MHz {sum(w for _, w in v) / len(v):.0f} W ({len(v)} samples)"
+    for g, v in sorted(busy.items())) or "no samples above 300 W"))
+PY
+}
 has() { [[ " $what " == *" $1 "* || " $what " == *" all "* ]]; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$SUMMARY"
@@ -122,10 +146,13 @@ if has scaling; then
   N=$(nvidia-smi -L | wc -l)
   bash tests/gpu/multi_gpu_equivalence.sh "$BIN" 2>&1 | tee "$LOG/equiv.log" | tail -8
   grep -E "EQUIV|FAIL|skipped" "$LOG/equiv.log" >> "$SUMMARY"
+  engine() {  # engine NP [overrides]
+    mpirun --allow-run-as-root -np "$1" -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH "$BIN/bench_train" configs/vit_base.toml \
+      model.drop_path_rate=0 training.label_smoothing=0 "${@:2}" 2>&1 | grep ENGINE | tee -a "$SUMMARY"
+  }
   for np in 1 $N; do
     for extra in "" "distributed.grad_reduce_dtype=bf16"; do
-      mpirun --allow-run-as-root -np $np -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH "$BIN/bench_train" configs/vit_base.toml \
-        model.drop_path_rate=0 training.label_smoothing=0 $extra 2>&1 | grep ENGINE | tee -a "$SUMMARY"
+      with_clocks "bench_train np=$np $extra" engine $np $extra
     done
   done
   for mode in eager compile; do
