@@ -70,7 +70,7 @@ class FsdpStore final : public ParamStore<Ops> {
   // shard: the ranks that split each unit (size dp_shard); outer: the groups (size dp_outer; may be null when
   // dp_outer == 1). no_shard: the shard comm is the rank itself and the outer comm is the world.
   FsdpStore(const ParamLayout& layout, Ops& ops, Comm& shard, Comm* outer, Strategy st, FsdpOptions opt = {})
-      : L_(layout), ops_(ops), shard_(shard), outer_(outer), st_(st) {
+      : L_(layout), ops_(ops), shard_(shard), outer_(outer), declared_(st), st_(alone(shard, outer) ? Strategy::no_shard : st) {
     const int Sz = shard_.size(), r = shard_.rank();
     const int O = outer_ ? outer_->size() : 1, o = outer_ ? outer_->rank() : 0;
     VIT_ASSERT(st_ != Strategy::no_shard || Sz == 1, "no_shard needs a shard comm of one rank");
@@ -161,7 +161,10 @@ class FsdpStore final : public ParamStore<Ops> {
   FsdpStore(const FsdpStore&) = delete;
   FsdpStore& operator=(const FsdpStore&) = delete;
 
-  Strategy strategy() const { return st_; }
+  Strategy strategy() const { return declared_; }
+  // One rank and no outer groups: every strategy holds everything, so the store runs as no_shard (no gathers or
+  // scatters that would only copy the rank's own data).
+  bool alone() const { return alone(shard_, outer_); }
   bool outer_sharded() const { return outer_shard_; }
   bool keeps_gathered() const { return keep_; }
   const Range& opt_range(int u) const { return opt_range_[u]; }
@@ -313,6 +316,8 @@ class FsdpStore final : public ParamStore<Ops> {
   }
 
  private:
+  static bool alone(const Comm& shard, const Comm* outer) { return shard.size() == 1 && (!outer || outer->size() == 1); }
+
   // A point on a comm's stream: compute issued after wait() runs after the collectives before it.
   struct Mark {
     Comm* comm = nullptr;
@@ -471,7 +476,7 @@ class FsdpStore final : public ParamStore<Ops> {
   Ops& ops_;
   Comm& shard_;
   Comm* outer_;
-  const Strategy st_;
+  const Strategy declared_, st_;
   bool outer_shard_ = false, wire_shard_ = false, wire_outer_ = false;
   std::vector<int64_t> padded_;
   std::vector<Range> shard_range_, opt_range_;

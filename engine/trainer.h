@@ -116,7 +116,9 @@ class Trainer {
                     (long long)total_steps_, (long long)start, (long long)global_batch_, world_, t.micro_batch_size,
                     t.grad_accum, strategy_name(store_->strategy()),
                     store_->outer_sharded() ? " + optimizer sharded over the outer groups" : "",
-                    store_->keeps_gathered() ? " (gathered units kept for backward)" : "",
+                    store_->alone()            ? " (one rank: nothing to shard, nothing gathered)"
+                    : store_->keeps_gathered() ? " (gathered units kept for backward)"
+                                               : "",
                     cfg_.distributed.grad_reduce_dtype.c_str()));
     std::filesystem::create_directories(cfg_.run.output_dir);
     std::ofstream metrics;
