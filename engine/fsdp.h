@@ -8,6 +8,8 @@
 // comm). Across groups (the outer comm) the shards are either replicated (outer gradients all-reduced) or,
 // with outer_shard (Megatron-FSDP's outer_dp_sharding_strategy "optim"), the optimizer state is split again
 // over the groups: gradient shards reduce-scattered over the outer comm, parameter shards all-gathered back.
+// One rank without outer groups runs every strategy as no_shard: nothing to gather or scatter (strategy() still
+// reports the configured one).
 // Every unit is one flat buffer padded to a multiple of 8·dp_shard (·dp_outer with outer_shard) elements so it
 // splits evenly, in 16-byte pieces, over any rank count; a rank owns one contiguous slice of every unit.
 //

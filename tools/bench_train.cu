@@ -1,6 +1,6 @@
-// Training-step benchmark on one GPU, the engine's side of ../shared/anchors/anchor_timm.py: synthetic
-// images and labels already on the device, full fwd + bwd + AdamW steps through the same FSDP store and
-// tape as vit_train. Prints img/s, step ms, MFU, peak memory.
+// Training-step benchmark, the engine's side of ../shared/anchors/anchor_timm.py (one GPU) and anchor_fsdp2.py
+// (mpirun: one GPU per rank): synthetic images and labels already on the device, full fwd + bwd + AdamW steps
+// through the same FSDP store and tape as vit_train. Prints img/s, step ms, MFU, memory against ZeRO-3's formula.
 //   bench_train CONFIG.toml [key=value ...]     (e.g. configs/vit_base.toml model.drop_path_rate=0)
 #include <cuda_profiler_api.h>
 
