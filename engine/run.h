@@ -15,6 +15,8 @@ int run_training_cuda(const Config& cfg, const std::string& cfg_toml, int rank, 
                       bool eval_only = false);
 // Number of usable CUDA devices; 0 (not an error) when there is no driver or no GPU.
 int cuda_device_count();
+// The GPU a rank uses: one per rank on its node (local rank modulo the visible devices); throws if there is none.
+int rank_device(int local_rank, int rank);
 #endif
 
 }  // namespace vit

@@ -22,10 +22,14 @@ int cuda_device_count() {
   return n;
 }
 
-int run_training_cuda(const Config& cfg, const std::string& cfg_toml, int rank, int world, int local_rank, bool eval_only) {
+int rank_device(int local_rank, int rank) {
   const int gpus = cuda_device_count();
   VIT_REQUIRE(gpus > 0, "no CUDA device visible to rank ", rank);
-  const int device = local_rank % gpus;
+  return local_rank % gpus;
+}
+
+int run_training_cuda(const Config& cfg, const std::string& cfg_toml, int rank, int world, int local_rank, bool eval_only) {
+  const int device = rank_device(local_rank, rank);
   CudaOps ops(device);
   const DistributedConfig& dc = cfg.distributed;
   const Strategy st = parse_strategy(dc.strategy);

@@ -16,6 +16,7 @@
 #include "engine/fsdp.h"
 #include "engine/ops_cuda.h"
 #include "engine/rng.h"
+#include "engine/run.h"
 #include "engine/train_step.h"
 #include "engine/trainer.h"
 #include "model/vit.h"
@@ -40,11 +41,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> ov(argv + 2, argv + argc);
     Config cfg = load_config(argv[1], ov);
     const int warm = 5, steps = 20;
-    // One GPU per rank on the node, as vit_train picks it.
-    int gpus = 0;
-    CUDA_CHECK(cudaGetDeviceCount(&gpus));
-    VIT_REQUIRE(gpus > 0, "bench_train: no CUDA device visible");
-    CudaOps ops(mpi.local_rank() % gpus);
+    CudaOps ops(rank_device(mpi.local_rank(), mpi.rank()));  // one GPU per rank, as vit_train
     CommStream cs(ops.stream());
     auto world = NcclComm::world(cs);
     ParamLayout layout(cfg.model);
