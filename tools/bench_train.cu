@@ -1,9 +1,14 @@
 // Training-step benchmark, the engine's side of ../shared/anchors/anchor_timm.py (one GPU) and anchor_fsdp2.py
 // (mpirun: one GPU per rank): synthetic images and labels already on the device, full fwd + bwd + AdamW steps
 // through the same FSDP store and tape as vit_train. Prints img/s, step ms, MFU, memory against ZeRO-3's formula.
-//   bench_train CONFIG.toml [key=value ...]     (e.g. configs/vit_base.toml model.drop_path_rate=0)
+//   bench_train CONFIG.toml [--warmup N] [--steps N] [key=value ...]  (e.g. configs/vit_base.toml model.drop_path_rate=0)
+// The default 5 + 20 steps match the anchors' short windows (about 1.5 s of ViT-B). The GPUs run power-governed, so
+// a short window measures a clock that is still settling: --warmup 150 --steps 460 measures the sustained rate
+// (docs/benchmarks.md, session 7), and the BLOCKS line shows the rate of each 20-step block to see the drift.
 #include <cuda_profiler_api.h>
 
+#include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -32,15 +37,34 @@ __global__ void fill_labels(int* y, int n, int K, uint64_t seed) {
   int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n) y[i] = (int)(rng::bits(seed, 2, (uint64_t)i) % (uint64_t)K);
 }
+// "--warmup N" / "--steps N": a positive step count, or a one-line error naming the flag.
+int step_count(const std::string& flag, const char* value) {
+  int n = 0;
+  const std::string v = value ? value : "";
+  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  VIT_REQUIRE(!v.empty() && ec == std::errc() && end == v.data() + v.size() && n > 0 && n <= 1000000,
+              flag + " needs a step count from 1 to 1000000 (got '" + v + "')");
+  return n;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   try {
     MpiSession mpi(&argc, &argv);
-    VIT_REQUIRE(argc >= 2, "usage: bench_train CONFIG.toml [key=value ...]");
-    std::vector<std::string> ov(argv + 2, argv + argc);
+    VIT_REQUIRE(argc >= 2, "usage: bench_train CONFIG.toml [--warmup N] [--steps N] [key=value ...]");
+    int warm = 5, steps = 20;
+    std::vector<std::string> ov;
+    for (int i = 2; i < argc; ++i) {
+      const std::string a = argv[i];
+      if (a == "--warmup" || a == "--steps") {
+        (a == "--warmup" ? warm : steps) = step_count(a, i + 1 < argc ? argv[i + 1] : nullptr);
+        ++i;
+      } else {
+        VIT_REQUIRE(!a.starts_with("-"), "unknown flag '" + a + "' (flags: --warmup N, --steps N)");
+        ov.push_back(a);
+      }
+    }
     Config cfg = load_config(argv[1], ov);
-    const int warm = 5, steps = 20;
     CudaOps ops(rank_device(mpi.local_rank(), mpi.rank()));  // one GPU per rank, as vit_train
     CommStream cs(ops.stream());
     auto world = NcclComm::world(cs);
@@ -83,11 +107,13 @@ int main(int argc, char** argv) {
         host_step_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       if (i == 0) first_loss = ops.read_scalar(r.loss_sum);
     }
-    cudaEvent_t e0, e1;
-    CUDA_CHECK(cudaEventCreate(&e0));
-    CUDA_CHECK(cudaEventCreate(&e1));
+    // An event every 20 steps: the blocks' rates show whether the clock was still settling.
+    constexpr int kBlock = 20;
+    const int nev = (steps + kBlock - 1) / kBlock + 1;
+    std::vector<cudaEvent_t> ev(nev);
+    for (auto& e : ev) CUDA_CHECK(cudaEventCreate(&e));
     ops.synchronize();
-    CUDA_CHECK(cudaEventRecord(e0, ops.stream()));
+    CUDA_CHECK(cudaEventRecord(ev[0], ops.stream()));
     const float* last = nullptr;
     for (int i = 0; i < steps; ++i) {
       s.step = warm + i;
@@ -95,12 +121,19 @@ int main(int argc, char** argv) {
       if (i == 0) CUDA_CHECK(cudaProfilerStart());
       last = train_step<CudaOps>(model, store, ops, loss, next, s).loss_sum;
       if (i == 0) CUDA_CHECK(cudaProfilerStop());
+      if ((i + 1) % kBlock == 0 || i + 1 == steps) CUDA_CHECK(cudaEventRecord(ev[(i + kBlock) / kBlock], ops.stream()));
     }
-    CUDA_CHECK(cudaEventRecord(e1, ops.stream()));
-    CUDA_CHECK(cudaEventSynchronize(e1));
+    CUDA_CHECK(cudaEventSynchronize(ev[nev - 1]));
     float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    CUDA_CHECK(cudaEventElapsedTime(&ms, ev[0], ev[nev - 1]));
     ms /= steps;
+    std::vector<double> block_ips;  // full blocks only
+    for (int b = 0; b + 1 < nev && (b + 1) * kBlock <= steps; ++b) {
+      float bms = 0;
+      CUDA_CHECK(cudaEventElapsedTime(&bms, ev[b], ev[b + 1]));
+      block_ips.push_back(B * kBlock / (bms * 1e-3));
+    }
+    for (auto& e : ev) CUDA_CHECK(cudaEventDestroy(e));
     const float last_loss = ops.read_scalar(last);
     size_t free_b = 0, total_b = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
@@ -112,12 +145,17 @@ int main(int argc, char** argv) {
     const double state_gib = 16.0 * params / world->size() / 1073741824.0;
     std::printf("ENGINE model=%s rank=%d/%d bs=%d strategy=%s grads=%s img_s=%.0f step_ms=%.1f alloc_GiB=%.2f "
                 "device_used_GiB=%.2f zero3_state_formula_GiB=%.2f working_set_GiB=%.2f gflop_img=%.1f mfu=%.3f "
-                "host_ms_per_step=%.1f loss %.4f -> %.4f\n",
+                "host_ms_per_step=%.1f warmup=%d steps=%d loss %.4f -> %.4f\n",
                 argv[1], world->rank(), world->size(), B, cfg.distributed.strategy.c_str(),
                 cfg.distributed.grad_reduce_dtype.c_str(), ips, ms, ops.memory_in_use() / 1073741824.0,
                 (total_b - free_b) / 1073741824.0, state_gib, ops.memory_in_use() / 1073741824.0 - state_gib, fl / 1e9,
-                ips * fl / (cfg.logging.peak_tflops * 1e12), host_step_ms, first_loss,
-                last_loss);
+                ips * fl / (cfg.logging.peak_tflops * 1e12), host_step_ms, warm, steps, first_loss, last_loss);
+    if (block_ips.size() > 1) {
+      const auto [lo, hi] = std::minmax_element(block_ips.begin(), block_ips.end());
+      std::printf("BLOCKS rank=%d/%d %zu blocks of %d steps: img/s first %.0f last %.0f min %.0f max %.0f\n",
+                  world->rank(), world->size(), block_ips.size(), kBlock, block_ips.front(), block_ips.back(), *lo,
+                  *hi);
+    }
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_train: error: %s\n", e.what());

@@ -20,25 +20,43 @@ what=${*:-all}
 
 # Runs a command while nvidia-smi samples every GPU's SM clock and board power ten times a second, then prints
 # their means over the samples taken while training (> 300 W). The GPUs run power-governed below their boost
-# clock, so the clock is part of any comparison between runs (docs/benchmarks.md, run 77).
+# clock, so the clock is part of any comparison between runs (docs/benchmarks.md, run 77). A second sampler (its
+# own process, so a field this driver lacks cannot cost the first) adds the temperature and why the clock is held
+# down: nvidia-smi's clocks_event_reasons bit mask (4 SW power cap, 8 HW slowdown, 0x20 SW thermal, 0x40 HW thermal,
+# 0x80 power brake), as the share of busy samples that had each bit.
 with_clocks() {  # with_clocks TAG COMMAND...
   local tag=$1; shift
   nvidia-smi --query-gpu=index,clocks.sm,power.draw --format=csv,noheader,nounits -lms 100 > "$LOG/clocks.csv" 2>/dev/null &
   local sampler=$!
+  nvidia-smi --query-gpu=index,temperature.gpu,clocks_event_reasons.active,power.draw --format=csv,noheader,nounits \
+    -lms 100 > "$LOG/reasons.csv" 2>/dev/null &
+  local sampler2=$!
   "$@"
-  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
-  python3 - "$LOG/clocks.csv" "$tag" <<'PY' | tee -a "$SUMMARY"
+  kill "$sampler" "$sampler2" 2>/dev/null; wait "$sampler" "$sampler2" 2>/dev/null
+  python3 - "$LOG/clocks.csv" "$LOG/reasons.csv" "$tag" <<'PY' | tee -a "$SUMMARY"
 import collections, sys
-busy = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    f = [x.strip() for x in line.split(",")]
-    try:
-        if float(f[2]) > 300: busy[f[0]].append((float(f[1]), float(f[2])))
-    except (IndexError, ValueError):
-        pass
-print(f"CLOCKS {sys.argv[2]}: " + ("; ".join(
-    f"GPU {g} {sum(c for c, _ in v) / len(v):.0f} MHz {sum(w for _, w in v) / len(v):.0f} W ({len(v)} samples)"
-    for g, v in sorted(busy.items())) or "no samples above 300 W"))
+busy, why = collections.defaultdict(list), collections.defaultdict(list)
+for path, into in ((sys.argv[1], busy), (sys.argv[2], why)):
+    for line in open(path):
+        f = [x.strip() for x in line.split(",")]
+        try:
+            if float(f[-1]) > 300: into[f[0]].append(f[1:])
+        except (IndexError, ValueError):
+            pass
+def gpu(g, v):
+    s = f"GPU {g} {sum(float(c) for c, _ in v) / len(v):.0f} MHz {sum(float(w) for _, w in v) / len(v):.0f} W ({len(v)} samples)"
+    r = why.get(g)
+    if r:
+        try:
+            temps = [float(t) for t, _, _ in r]
+            bits = [int(m, 16) for _, m, _ in r]
+            share = {b: sum(1 for m in bits if m & b) / len(bits) for b in (4, 8, 0x20, 0x40, 0x80) if any(m & b for m in bits)}
+            s += f" {sum(temps) / len(temps):.0f}-{max(temps):.0f} C reasons " + (
+                " ".join(f"{b:#x}:{100 * x:.0f}%" for b, x in share.items()) or "none")
+        except ValueError:
+            s += " (reasons unreadable: " + ",".join(r[0]) + ")"
+    return s
+print(f"CLOCKS {sys.argv[3]}: " + ("; ".join(gpu(g, v) for g, v in sorted(busy.items())) or "no samples above 300 W"))
 PY
 }
 has() { [[ " $what " == *" $1 "* || " $what " == *" all "* ]]; }
@@ -148,13 +166,31 @@ if has scaling; then
   grep -E "EQUIV|FAIL|skipped" "$LOG/equiv.log" >> "$SUMMARY"
   engine() {  # engine NP [overrides]
     mpirun --allow-run-as-root -np "$1" -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH "$BIN/bench_train" configs/vit_base.toml \
-      model.drop_path_rate=0 training.label_smoothing=0 "${@:2}" 2>&1 | grep ENGINE | tee -a "$SUMMARY"
+      model.drop_path_rate=0 training.label_smoothing=0 "${@:2}" 2>&1 | grep -E "ENGINE|BLOCKS" | tee -a "$SUMMARY"
   }
   for np in 1 $N; do
     for extra in "" "distributed.grad_reduce_dtype=bf16"; do
       with_clocks "bench_train np=$np $extra" engine $np $extra
     done
   done
+  # The sustained rate (~10 s warm-up, ~30 s timed): the short window above matches the anchors' but catches the
+  # clock before it settles at the 700 W cap. Sustained, the GPUs of a loaded host run hotter and so slower
+  # (session 7), so the step without communication is measured the same way: every GPU training alone at once,
+  # one independent process each (one rank: no collectives at all).
+  sustained=(--warmup 150 --steps 460)
+  with_clocks "bench_train np=1 sustained" engine 1 "${sustained[@]}"
+  alone() {
+    local pids=()
+    for ((g = 0; g < N; g++)); do
+      CUDA_VISIBLE_DEVICES=$g "$BIN/bench_train" configs/vit_base.toml model.drop_path_rate=0 training.label_smoothing=0 \
+        "${sustained[@]}" > "$LOG/alone$g.log" 2>&1 &
+      pids+=($!)
+    done
+    wait "${pids[@]}"  # not a bare wait: with_clocks' samplers run in the background too
+    for ((g = 0; g < N; g++)); do grep ENGINE "$LOG/alone$g.log" | sed "s/^ENGINE /ENGINE_ALONE gpu=$g /" | tee -a "$SUMMARY"; done
+  }
+  with_clocks "bench_train $N independent 1-GPU runs at once, sustained" alone
+  with_clocks "bench_train np=$N sustained" engine $N "${sustained[@]}"
   for mode in eager compile; do
     for np in 1 $N; do
       (cd "$ANCH" && PYTHONUNBUFFERED=1 timeout 400 torchrun --nproc-per-node $np anchor_fsdp2.py vit_base_patch16_224 256 $mode \
@@ -166,14 +202,23 @@ if has scaling; then
 import re, sys
 eng, f2 = {}, {}
 for l in open(sys.argv[1]):
-    m = re.search(r"ENGINE .*rank=0/(\d+) .*grads=(\w+) img_s=(\d+)", l)
-    if m: eng[(m[2], int(m[1]))] = int(m[3])
+    m = re.search(r"ENGINE .*rank=0/(\d+) .*grads=(\w+) img_s=(\d+).* steps=(\d+)", l)
+    if m: eng[(m[2] + (" sustained" if int(m[4]) > 20 else ""), int(m[1]))] = int(m[3])
     m = re.search(r"FSDP2 .*gpus=(\d+) .*mode=(\w+) .*img_s_per_gpu=(\d+)", l)
     if m: f2[(m[2], int(m[1]))] = int(m[3])
 for name, d in (("engine ZeRO-3 grads", eng), ("FSDP2", f2)):
     for (k, n), v in sorted(d.items()):
         if n > 1 and (k, 1) in d:
             print(f"SCALING {name} {k}: 1 GPU {d[(k, 1)]} img/s, {n} GPUs {v} img/s per GPU = {100 * v / d[(k, 1)]:.1f}%")
+# Communication's cost: the N-GPU job against the same GPUs each training alone at the same time (same heat). A
+# synchronous job runs at its slowest GPU's pace, so the slowest alone run is the step without communication.
+alone = [int(m[1]) for l in open(sys.argv[1]) for m in [re.search(r"ENGINE_ALONE .* img_s=(\d+)", l)] if m]
+multi = [v for (k, n), v in eng.items() if k == "fp32 sustained" and n > 1]
+if alone and multi:
+    slow, mean = min(alone), sum(alone) / len(alone)
+    print(f"COMM engine ZeRO-3 fp32 sustained: {len(alone)} GPUs alone at once {'/'.join(map(str, alone))} img/s, "
+          f"together {multi[0]} img/s per GPU: step {100 * (slow / multi[0] - 1):+.1f}% against the slowest alone "
+          f"({100 * (mean / multi[0] - 1):+.1f}% against their mean)")
 PY
 fi
 

@@ -18,25 +18,36 @@ run() {  # run NAME NP [overrides]
     || { tail -20 "$T/$name.log"; echo "FAIL: $name"; return 1; }
 }
 compare() {  # compare A B LABEL
-  # bf16 activations and fp32 reductions in another order: the trajectories agree to a few 1e-3 of the loss, as
-  # numpy's allclose (rtol 2e-2, atol 2e-3: the loss falls near 0.01 where relative differences lose meaning);
-  # a wrong gradient scale or a shard mixed up moves the loss by far more within the first steps.
+  # Memorising 64 images at lr 2.5e-4 is chaotic: rounding that legitimately differs (GEMMs of 64 rows against 32,
+  # fp32 sums in another order) moves single middle steps by up to 5% (docs/benchmarks.md, run 81: 1 GPU
+  # accumulating two micro-batches vs 2 GPUs, whose first three losses are bit-equal), so a bound on every step
+  # flakes. The gate: the first five steps within 1% (seen: at most 1.8e-3) — Adam's first updates go by the
+  # gradient's sign, so a missing or mixed-up shard shows there — the mean relative difference over all steps
+  # within 4% (seen: at most 1.3e-2), and both runs learn (final loss < 0.9 x the first).
   python3 - "$T/$1/metrics.jsonl" "$T/$2/metrics.jsonl" "$3" <<'PY'
 import json, sys
 def losses(p): return {d["step"]: d["loss"] for d in map(json.loads, open(p)) if "loss" in d}
 a, b = losses(sys.argv[1]), losses(sys.argv[2])
 assert a.keys() == b.keys() and len(a) >= 20, f"steps differ or too few: {sorted(a)} vs {sorted(b)}"
-excess = {s: abs(a[s] - b[s]) / (2e-3 + 2e-2 * abs(a[s])) for s in a}
-w = max(excess, key=excess.get)
-print(f"EQUIV {sys.argv[3]}: {len(a)} steps, loss {a[min(a)]:.4f} -> {a[max(a)]:.4f} (vs {b[max(b)]:.4f}), "
-      f"worst step {w}: {a[w]:.5f} vs {b[w]:.5f} = {excess[w]:.2f} of the tolerance")
+rel = {s: abs(a[s] - b[s]) / abs(b[s]) for s in sorted(a)}
+first = max(rel[s] for s in sorted(a)[:5])
+mean = sum(rel.values()) / len(rel)
+w = max(rel, key=rel.get)
+learns = a[max(a)] < 0.9 * a[min(a)] and b[max(b)] < 0.9 * b[min(b)]
+ok = first <= 1e-2 and mean <= 4e-2 and learns
+print(f"EQUIV {sys.argv[3]}: {len(a)} steps, loss {a[min(a)]:.4f} -> {a[max(a)]:.4f} (vs {b[max(b)]:.4f}); relative "
+      f"difference: first 5 steps {first:.1e} (<= 1e-2), mean {mean:.1e} (<= 4e-2), worst step {w}: {a[w]:.5f} vs "
+      f"{b[w]:.5f} = {rel[w]:.1e}" + ("" if ok else " FAIL"))
 print("  steps " + " ".join(f"{s}:{a[s]:.4f}/{b[s]:.4f}" for s in sorted(a) if s in (1, 2, 5, 10, 15, 20, 25, 30)))
-sys.exit(0 if excess[w] <= 1 and a[max(a)] < 0.9 * a[min(a)] else 1)
+print("  relative difference by step " + " ".join(f"{s}:{rel[s]:.1e}" for s in sorted(a)))
+sys.exit(0 if ok else 1)
 PY
 }
 bad=0
 run one 1 || bad=1
+run one_acc 1 training.micro_batch_size=$((GB / N)) training.grad_accum=$N || bad=1
 run many "$N" || bad=1
+compare one_acc many "1 GPU accumulating $N micro-batches vs $N GPUs ZeRO-3" || bad=1
 compare one many "1 vs $N GPUs ZeRO-3" || bad=1
 run many_bf16 "$N" distributed.grad_reduce_dtype=bf16 || bad=1
 compare one many_bf16 "1 vs $N GPUs ZeRO-3 bf16 reduction" || bad=1
