@@ -25,6 +25,7 @@
 #include "engine/train_step.h"
 #include "engine/trainer.h"
 #include "model/vit.h"
+#include "tools/bench_util.h"
 
 using namespace vit;
 
@@ -110,10 +111,9 @@ int main(int argc, char** argv) {
     // An event every 20 steps: the blocks' rates show whether the clock was still settling.
     constexpr int kBlock = 20;
     const int nev = (steps + kBlock - 1) / kBlock + 1;
-    std::vector<cudaEvent_t> ev(nev);
-    for (auto& e : ev) CUDA_CHECK(cudaEventCreate(&e));
+    std::vector<bench::Event> ev(nev);
     ops.synchronize();
-    CUDA_CHECK(cudaEventRecord(ev[0], ops.stream()));
+    CUDA_CHECK(cudaEventRecord(ev[0].get(), ops.stream()));
     const float* last = nullptr;
     for (int i = 0; i < steps; ++i) {
       s.step = warm + i;
@@ -121,19 +121,19 @@ int main(int argc, char** argv) {
       if (i == 0) CUDA_CHECK(cudaProfilerStart());
       last = train_step<CudaOps>(model, store, ops, loss, next, s).loss_sum;
       if (i == 0) CUDA_CHECK(cudaProfilerStop());
-      if ((i + 1) % kBlock == 0 || i + 1 == steps) CUDA_CHECK(cudaEventRecord(ev[(i + kBlock) / kBlock], ops.stream()));
+      if ((i + 1) % kBlock == 0 || i + 1 == steps)
+        CUDA_CHECK(cudaEventRecord(ev[(i + kBlock) / kBlock].get(), ops.stream()));
     }
-    CUDA_CHECK(cudaEventSynchronize(ev[nev - 1]));
+    CUDA_CHECK(cudaEventSynchronize(ev[nev - 1].get()));
     float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, ev[0], ev[nev - 1]));
+    CUDA_CHECK(cudaEventElapsedTime(&ms, ev[0].get(), ev[nev - 1].get()));
     ms /= steps;
     std::vector<double> block_ips;  // full blocks only
     for (int b = 0; b + 1 < nev && (b + 1) * kBlock <= steps; ++b) {
       float bms = 0;
-      CUDA_CHECK(cudaEventElapsedTime(&bms, ev[b], ev[b + 1]));
+      CUDA_CHECK(cudaEventElapsedTime(&bms, ev[b].get(), ev[b + 1].get()));
       block_ips.push_back(B * kBlock / (bms * 1e-3));
     }
-    for (auto& e : ev) CUDA_CHECK(cudaEventDestroy(e));
     const float last_loss = ops.read_scalar(last);
     size_t free_b = 0, total_b = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));

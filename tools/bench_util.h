@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <utility>
 #include <vector>
 
 #include "engine/cuda_buffer.h"
@@ -25,6 +26,24 @@ inline void fill_uniform(bf16* x, size_t n, uint64_t seed, float a) {
 // Measured ceilings on the H100 of the GPU machine (docs/benchmarks.md); used for "fraction of ceiling".
 constexpr double kPeakBf16Flops = 790e12;
 constexpr double kCopyBytesPerSec = 3.0e12;
+
+// A CUDA event owned for its lifetime (movable, so a std::vector can hold a run's events).
+class Event {
+ public:
+  Event() { CUDA_CHECK(cudaEventCreate(&e_)); }
+  ~Event() {
+    if (e_) cudaEventDestroy(e_);
+  }
+  Event(Event&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
+  Event& operator=(Event&& o) noexcept {
+    std::swap(e_, o.e_);
+    return *this;
+  }
+  cudaEvent_t get() const { return e_; }
+
+ private:
+  cudaEvent_t e_{};
+};
 
 class Timer {
  public:
