@@ -16,8 +16,8 @@
 // Overlap (GPU): collectives run on the comm's own stream. ZeRO-3 gathers the next unit's parameters while the
 // current one computes (two slots, forward and backward; with keep_gathered, FSDP2's reshard_after_forward=False,
 // every unit keeps its gathered copy from forward to backward instead: parameters x 2 bytes per rank, and no
-// all-gathers in backward); ZeRO-2/3 reduce-scatter each unit's gradient as soon
-// as its backward ends, and no_shard / ZeRO-1 reduce each unit during the last micro-batch's backward. What a
+// all-gathers in backward); ZeRO-2/3 reduce-scatter each unit's gradient as soon as its backward ends, and
+// no_shard / ZeRO-1 reduce each unit during the last micro-batch's backward. What a
 // collective lands in a gradient that must be added (later micro-batches, bf16 wire) is added on the compute
 // stream one unit later, so the compute never waits for the collective it just issued.
 // grad_reduce_dtype = bf16: gradients go over the wire as bf16 (half the bytes); accumulation over
