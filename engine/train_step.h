@@ -31,9 +31,17 @@ struct StepResult {
   const typename Ops::Stat* grad_norm; // global, before clipping
 };
 
+// Points in a step where a caller may mark the backend's stream (bench_train --phases times the stretches
+// between); forward_done and backward_done come once per micro-batch.
+enum class StepPhase { forward_done, backward_done, grads_reduced, updated };
+
 template <class Ops>
 StepResult<Ops> train_step(ViT<Ops>& model, FsdpStore<Ops>& store, Ops& ops, typename Ops::Stat* loss_acc,
-                           const std::function<MicroBatch(int micro)>& next_batch, const StepSettings& s) {
+                           const std::function<MicroBatch(int micro)>& next_batch, const StepSettings& s,
+                           const std::function<void(StepPhase)>& on_phase = {}) {
+  auto phase = [&](StepPhase p) {
+    if (on_phase) on_phase(p);
+  };
   store.zero_grads();
   ops.zero(loss_acc, sizeof(*loss_acc));
   for (int micro = 0; micro < s.accum; ++micro) {
@@ -47,13 +55,17 @@ StepResult<Ops> train_step(ViT<Ops>& model, FsdpStore<Ops>& store, Ops& ops, typ
     ctx.dscale = 1.0 / (double)s.global_batch;
     ctx.label_smoothing = s.label_smoothing;
     model.forward(store, mb.images, mb.labels, mb.n, ctx);
+    phase(StepPhase::forward_done);
     model.backward();
+    phase(StepPhase::backward_done);
     ops.accumulate_loss(loss_acc, model.losses(), mb.n, ctx.dscale);
   }
   store.finish_grads();
+  phase(StepPhase::grads_reduced);
   AdamWParams ap = s.adam;
   ap.step = (int)(s.step + 1);
   const typename Ops::Stat* norm = store.step(ap, s.grad_clip);
+  phase(StepPhase::updated);
   return {loss_acc, norm};
 }
 

@@ -5,12 +5,16 @@
 // The default 5 + 20 steps match the anchors' short windows (about 1.5 s of ViT-B). The GPUs run power-governed, so
 // a short window measures a clock that is still settling: --warmup 150 --steps 460 measures the sustained rate
 // (docs/benchmarks.md, session 7), and the BLOCKS line shows the rate of each 20-step block to see the drift.
+// --phases adds a PHASES line: the timed steps' mean milliseconds in forward, backward, the gradient reduction's
+// tail (what finish_grads waits for after backward), the optimizer, and between steps, from events on the compute
+// stream — where a multi-GPU step's extra time goes.
 #include <cuda_profiler_api.h>
 
 #include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -52,16 +56,19 @@ int step_count(const std::string& flag, const char* value) {
 int main(int argc, char** argv) {
   try {
     MpiSession mpi(&argc, &argv);
-    VIT_REQUIRE(argc >= 2, "usage: bench_train CONFIG.toml [--warmup N] [--steps N] [key=value ...]");
+    VIT_REQUIRE(argc >= 2, "usage: bench_train CONFIG.toml [--warmup N] [--steps N] [--phases] [key=value ...]");
     int warm = 5, steps = 20;
+    bool phases = false;
     std::vector<std::string> ov;
     for (int i = 2; i < argc; ++i) {
       const std::string a = argv[i];
-      if (a == "--warmup" || a == "--steps") {
+      if (a == "--phases") {
+        phases = true;
+      } else if (a == "--warmup" || a == "--steps") {
         (a == "--warmup" ? warm : steps) = step_count(a, i + 1 < argc ? argv[i + 1] : nullptr);
         ++i;
       } else {
-        VIT_REQUIRE(!a.starts_with("-"), "unknown flag '" + a + "' (flags: --warmup N, --steps N)");
+        VIT_REQUIRE(!a.starts_with("-"), "unknown flag '" + a + "' (flags: --warmup N, --steps N, --phases)");
         ov.push_back(a);
       }
     }
@@ -112,14 +119,25 @@ int main(int argc, char** argv) {
     constexpr int kBlock = 20;
     const int nev = (steps + kBlock - 1) / kBlock + 1;
     std::vector<bench::Event> ev(nev);
+    // --phases: per timed step, an event at its start and at each StepPhase.
+    constexpr int kMarks = 5;
+    std::vector<bench::Event> marks(phases ? (size_t)steps * kMarks : 0);
+    int cur = 0;
+    std::function<void(StepPhase)> on_phase;
+    if (phases)
+      on_phase = [&](StepPhase p) {
+        CUDA_CHECK(cudaEventRecord(marks[(size_t)cur * kMarks + 1 + (int)p].get(), ops.stream()));
+      };
     ops.synchronize();
     CUDA_CHECK(cudaEventRecord(ev[0].get(), ops.stream()));
     const float* last = nullptr;
     for (int i = 0; i < steps; ++i) {
       s.step = warm + i;
+      cur = i;
+      if (phases) CUDA_CHECK(cudaEventRecord(marks[(size_t)i * kMarks].get(), ops.stream()));
       // A profiler started with capture off (ncu --profile-from-start off) sees exactly one timed step.
       if (i == 0) CUDA_CHECK(cudaProfilerStart());
-      last = train_step<CudaOps>(model, store, ops, loss, next, s).loss_sum;
+      last = train_step<CudaOps>(model, store, ops, loss, next, s, on_phase).loss_sum;
       if (i == 0) CUDA_CHECK(cudaProfilerStop());
       if ((i + 1) % kBlock == 0 || i + 1 == steps)
         CUDA_CHECK(cudaEventRecord(ev[(i + kBlock) / kBlock].get(), ops.stream()));
@@ -133,6 +151,21 @@ int main(int argc, char** argv) {
       float bms = 0;
       CUDA_CHECK(cudaEventElapsedTime(&bms, ev[b].get(), ev[b + 1].get()));
       block_ips.push_back(B * kBlock / (bms * 1e-3));
+    }
+    if (phases) {
+      double sum[kMarks] = {};  // forward, backward, reduction tail, optimizer, between steps
+      for (int i = 0; i < steps; ++i)
+        for (int k = 0; k < kMarks; ++k) {
+          if (k == kMarks - 1 && i + 1 == steps) break;  // the last step has no next start
+          float t = 0;
+          const size_t a = (size_t)i * kMarks + k, b = k + 1 < kMarks ? a + 1 : (size_t)(i + 1) * kMarks;
+          CUDA_CHECK(cudaEventElapsedTime(&t, marks[a].get(), marks[b].get()));
+          sum[k] += t;
+        }
+      std::printf("PHASES rank=%d/%d ms per step: forward %.2f backward %.2f reduction_tail %.2f optimizer %.2f "
+                  "between %.2f\n",
+                  world->rank(), world->size(), sum[0] / steps, sum[1] / steps, sum[2] / steps, sum[3] / steps,
+                  steps > 1 ? sum[4] / (steps - 1) : 0.0);
     }
     const float last_loss = ops.read_scalar(last);
     size_t free_b = 0, total_b = 0;

@@ -2,7 +2,7 @@
 # The one script the GPU machine runs: every GPU test (each test case in its own process, so one crash
 # cannot hide the others), every kernel benchmark, the training benchmark, and the PyTorch anchors in the
 # same run. Builds nothing: expects binaries in $BIN (default .devcarry/bin, made by tools/pack_device.sh).
-#   bash tools/gpu_suite.sh [tests|bench|train|anchors|all]...
+#   bash tools/gpu_suite.sh [tests|bench|train|attn|parity|fmnist|trainrun|recipe|scaling|comm|loader|anchors|all]...
 set -uo pipefail
 BIN=${BIN:-.devcarry/bin}
 # pack_device.sh ships the programs as one archive (the carry limit): unpack it once.
@@ -60,6 +60,30 @@ print(f"CLOCKS {sys.argv[3]}: " + ("; ".join(gpu(g, v) for g, v in sorted(busy.i
 PY
 }
 has() { [[ " $what " == *" $1 "* || " $what " == *" all "* ]]; }
+
+# The training benchmark on NP ranks (ViT-B/16 b256 per GPU, no drop-path or label smoothing: the anchors'
+# settings). Its ENGINE, BLOCKS and PHASES lines go to the summary, ENGINE renamed to $ETAG when set.
+N=$(nvidia-smi -L 2>/dev/null | wc -l)
+engine() {  # engine NP [bench_train flags and overrides]
+  mpirun --allow-run-as-root -np "$1" -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH "$BIN/bench_train" configs/vit_base.toml \
+    model.drop_path_rate=0 training.label_smoothing=0 "${@:2}" 2>&1 | grep -E "ENGINE|BLOCKS|PHASES" \
+    | sed "s/^ENGINE /${ETAG:-ENGINE} /" | tee -a "$SUMMARY"
+}
+# The step without communication: every GPU training alone at the same time, one independent process each (one
+# rank: no collectives at all), so the GPUs share the host's heat and power as in the N-GPU job.
+alone() {  # alone [bench_train flags and overrides]
+  local pids=()
+  for ((g = 0; g < N; g++)); do
+    CUDA_VISIBLE_DEVICES=$g "$BIN/bench_train" configs/vit_base.toml model.drop_path_rate=0 training.label_smoothing=0 \
+      "$@" > "$LOG/alone$g.log" 2>&1 &
+    pids+=($!)
+  done
+  wait "${pids[@]}"  # not a bare wait: with_clocks' samplers run in the background too
+  for ((g = 0; g < N; g++)); do
+    grep -E "ENGINE|PHASES" "$LOG/alone$g.log" | sed "s/^ENGINE /${ETAG:-ENGINE}_ALONE gpu=$g /; s/^PHASES /PHASES gpu=$g /" \
+      | tee -a "$SUMMARY"
+  done
+}
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$SUMMARY"
 
@@ -161,13 +185,8 @@ fi
 if has scaling; then
   # Several GPUs of one host: 1 vs N equivalence, then ViT-B/16 b256 per GPU on 1 and N GPUs beside PyTorch
   # FSDP2 (same call): img/s, scaling and per-rank memory against ZeRO-3's 16 B/param/N formula.
-  N=$(nvidia-smi -L | wc -l)
   bash tests/gpu/multi_gpu_equivalence.sh "$BIN" 2>&1 | tee "$LOG/equiv.log" | tail -8
   grep -E "EQUIV|FAIL|skipped" "$LOG/equiv.log" >> "$SUMMARY"
-  engine() {  # engine NP [overrides]
-    mpirun --allow-run-as-root -np "$1" -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH "$BIN/bench_train" configs/vit_base.toml \
-      model.drop_path_rate=0 training.label_smoothing=0 "${@:2}" 2>&1 | grep -E "ENGINE|BLOCKS" | tee -a "$SUMMARY"
-  }
   for np in 1 $N; do
     for extra in "" "distributed.grad_reduce_dtype=bf16"; do
       with_clocks "bench_train np=$np $extra" engine $np $extra
@@ -179,17 +198,7 @@ if has scaling; then
   # one independent process each (one rank: no collectives at all).
   sustained=(--warmup 150 --steps 460)
   with_clocks "bench_train np=1 sustained" engine 1 "${sustained[@]}"
-  alone() {
-    local pids=()
-    for ((g = 0; g < N; g++)); do
-      CUDA_VISIBLE_DEVICES=$g "$BIN/bench_train" configs/vit_base.toml model.drop_path_rate=0 training.label_smoothing=0 \
-        "${sustained[@]}" > "$LOG/alone$g.log" 2>&1 &
-      pids+=($!)
-    done
-    wait "${pids[@]}"  # not a bare wait: with_clocks' samplers run in the background too
-    for ((g = 0; g < N; g++)); do grep ENGINE "$LOG/alone$g.log" | sed "s/^ENGINE /ENGINE_ALONE gpu=$g /" | tee -a "$SUMMARY"; done
-  }
-  with_clocks "bench_train $N independent 1-GPU runs at once, sustained" alone
+  with_clocks "bench_train $N independent 1-GPU runs at once, sustained" alone "${sustained[@]}"
   with_clocks "bench_train np=$N sustained" engine $N "${sustained[@]}"
   for mode in eager compile; do
     for np in 1 $N; do
@@ -219,6 +228,74 @@ if alone and multi:
     print(f"COMM engine ZeRO-3 fp32 sustained: {len(alone)} GPUs alone at once {'/'.join(map(str, alone))} img/s, "
           f"together {multi[0]} img/s per GPU: step {100 * (slow / multi[0] - 1):+.1f}% against the slowest alone "
           f"({100 * (mean / multi[0] - 1):+.1f}% against their mean)")
+PY
+fi
+
+if has comm && ((N > 1)); then  # several GPUs of one host
+  # Communication's cost and the scaling, thermally balanced. Sustained rates follow the GPUs' temperature (session 7,
+  # run 82), so a fixed order (one GPU, then all alone, then the job) hands every later run a hotter GPU. Here the
+  # N-GPU job first brings the host to its working heat, then the conditions run in a mirrored order per round
+  # (A B D C C D B A), which cancels a linear drift, and each condition's mean is compared:
+  #   A every GPU alone at once (no communication)    B the N-GPU job (ZeRO-3 defaults)
+  #   C one GPU, the others idle (the scaling's base) D the N-GPU job with the least traffic (no backward all-gathers,
+  #                                                     bf16 reduce-scatters)
+  ROUNDS=${ROUNDS:-1}
+  CONDS=${CONDS:-A B D C}
+  win=(--warmup 120 --steps 300 --phases)
+  ETAG=COMM_HEAT engine "$N" --warmup 600 --steps 40 > /dev/null
+  run_cond() {
+    case $1 in
+      A) ETAG=COMM_A alone "${win[@]}" ;;
+      B) ETAG=COMM_B engine "$N" "${win[@]}" ;;
+      C) ETAG=COMM_C engine 1 "${win[@]}" ;;
+      D) ETAG=COMM_D engine "$N" "${win[@]}" distributed.reshard_after_forward=false distributed.grad_reduce_dtype=bf16 ;;
+    esac
+  }
+  read -ra fwd <<< "$CONDS"
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for c in "${fwd[@]}" $(printf '%s\n' "${fwd[@]}" | tac); do with_clocks "comm round $r $c" run_cond "$c"; done
+  done
+  python3 - "$SUMMARY" <<'PY' | tee -a "$SUMMARY"
+import re, sys
+runs = {}  # condition -> the rate of each run (A: its slowest GPU, which paces a synchronous job)
+alone = {}  # A: every GPU's rate, one list per run
+for l in open(sys.argv[1]):
+    m = re.match(r"COMM_((A)_ALONE gpu=(\d+)|B|C|D) .*rank=(\d+)/\d+ .*img_s=(\d+)", l)
+    if not m: continue
+    if m[2]:  # one line per GPU, GPU 0 first
+        if m[3] == "0": alone.setdefault(m[2], []).append([])
+        alone[m[2]][-1].append(int(m[5]))
+    elif m[4] == "0":
+        runs.setdefault(m[1], []).append(int(m[5]))
+for c, a in alone.items(): runs[c] = [min(x) for x in a]
+mean = {c: sum(v) / len(v) for c, v in runs.items()}
+names = {"A": "every GPU alone at once (slowest)", "B": "N-GPU job", "C": "one GPU", "D": "N-GPU job, least traffic"}
+for c in sorted(runs):
+    print(f"BALANCED {names[c]}: {' '.join(map(str, runs[c]))} img/s, mean {mean[c]:.0f}")
+if "A" in mean:
+    every = [v for run in alone["A"] for v in run]
+    for c in "BD":
+        if c in mean:
+            print(f"BALANCED COMM {names[c]}: step {100 * (mean['A'] / mean[c] - 1):+.1f}% against the slowest GPU alone at once "
+                  f"({100 * (sum(every) / len(every) / mean[c] - 1):+.1f}% against all GPUs' mean)")
+# Where the time goes (bench_train --phases): each condition's mean ms per step over its runs and GPUs. A run's
+# PHASES lines come before its CLOCKS line.
+phases, buf = {}, []
+for l in open(sys.argv[1]):
+    if l.startswith("PHASES"):
+        buf.append([float(x) for x in re.findall(r"[a-z_]+ ([\d.]+)", l.split("per step:")[1])])
+    m = re.match(r"CLOCKS comm round \d+ (\w):", l)
+    if m:
+        phases.setdefault(m[1], []).extend(buf); buf = []
+for c in sorted(phases):
+    if phases[c]:
+        ms = [sum(col) / len(col) for col in zip(*phases[c])]
+        print(f"BALANCED PHASES {names[c].replace(' (slowest)', '')}: forward {ms[0]:.2f} backward {ms[1]:.2f} reduction_tail {ms[2]:.2f} "
+              f"optimizer {ms[3]:.2f} between {ms[4]:.2f} ms")
+if "C" in mean:
+    for c in "BD":
+        if c in mean:
+            print(f"BALANCED SCALING {names[c]}: {mean[c]:.0f} / {mean['C']:.0f} img/s per GPU = {100 * mean[c] / mean['C']:.1f}%")
 PY
 fi
 

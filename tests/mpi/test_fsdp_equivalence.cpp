@@ -63,6 +63,7 @@ struct Run {
   std::vector<std::vector<float>> master;  // per unit, this rank's optimizer range
   std::vector<std::vector<float>> grad0;   // per unit, the reduced gradient of step 0 over that range
   std::vector<Range> ranges;
+  std::vector<StepPhase> phases;  // every mark train_step made, in order
 };
 
 // world: data-parallel ranks; shard/outer: FSDP groups. The global batch is split over world ranks and
@@ -92,7 +93,7 @@ Run train(Comm& world, Comm& shard, Comm* outer, Strategy st, int accum, FsdpOpt
     s.label_smoothing = 0.1;
     s.grad_clip = 0.5;  // small enough to clip on early steps: exercises the global norm
     s.adam = {4e-3f, 0.9f, 0.95f, 1e-8f, 0.05f, 0};
-    auto res = train_step<Ops>(model, store, ops, &loss_acc, next, s);
+    auto res = train_step<Ops>(model, store, ops, &loss_acc, next, s, [&](StepPhase p) { r.phases.push_back(p); });
     double l = *res.loss_sum;
     world.allreduce(&l, 1, DType::f64);
     r.losses.push_back(l);
@@ -159,6 +160,19 @@ int compare(const char* name, const Run& ref, const Run& got, int rank, const To
   return ok ? 0 : 1;
 }
 
+// train_step marks forward and backward once per micro-batch, then the reduction and the update, in that order
+// (what bench_train --phases times).
+int check_phases(const char* name, const Run& r, int accum, int rank) {
+  std::vector<StepPhase> want;
+  for (int step = 0; step < kSteps; ++step) {
+    for (int m = 0; m < accum; ++m) want.insert(want.end(), {StepPhase::forward_done, StepPhase::backward_done});
+    want.insert(want.end(), {StepPhase::grads_reduced, StepPhase::updated});
+  }
+  if (r.phases == want) return 0;
+  if (rank == 0) std::printf("%s: train_step's phase marks are not per micro-batch then reduce, update\n", name);
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -184,6 +198,7 @@ int main(int argc, char** argv) {
         char name[96];
         std::snprintf(name, sizeof name, "%d ranks %s accum %d", W, strategy_name(st), accum);
         bad += compare(name, ref, got, world.rank());
+        bad += check_phases(name, got, accum, world.rank());
       }
     }
     // ZeRO-3 keeping every gathered unit from forward to backward (reshard_after_forward = false): backward reads
