@@ -7,7 +7,8 @@
 // (docs/benchmarks.md, session 7), and the BLOCKS line shows the rate of each 20-step block to see the drift.
 // --phases adds a PHASES line: the timed steps' mean milliseconds in forward, backward, the gradient reduction's
 // tail (what finish_grads waits for after backward), the optimizer, and between steps, from events on the compute
-// stream — where a multi-GPU step's extra time goes.
+// stream — where a multi-GPU step's extra time goes. --ops adds OPS lines: every tape node timed and summed by kind
+// within each phase (tools/op_timer.h; synchronises every step, so its rates are not comparable).
 #include <cuda_profiler_api.h>
 
 #include <algorithm>
@@ -30,6 +31,7 @@
 #include "engine/trainer.h"
 #include "model/vit.h"
 #include "tools/bench_util.h"
+#include "tools/op_timer.h"
 
 using namespace vit;
 
@@ -56,19 +58,19 @@ int step_count(const std::string& flag, const char* value) {
 int main(int argc, char** argv) {
   try {
     MpiSession mpi(&argc, &argv);
-    VIT_REQUIRE(argc >= 2, "usage: bench_train CONFIG.toml [--warmup N] [--steps N] [--phases] [key=value ...]");
+    VIT_REQUIRE(argc >= 2, "usage: bench_train CONFIG.toml [--warmup N] [--steps N] [--phases] [--ops] [key=value ...]");
     int warm = 5, steps = 20;
-    bool phases = false;
+    bool phases = false, op_times = false;
     std::vector<std::string> ov;
     for (int i = 2; i < argc; ++i) {
       const std::string a = argv[i];
-      if (a == "--phases") {
-        phases = true;
+      if (a == "--phases" || a == "--ops") {
+        (a == "--phases" ? phases : op_times) = true;
       } else if (a == "--warmup" || a == "--steps") {
         (a == "--warmup" ? warm : steps) = step_count(a, i + 1 < argc ? argv[i + 1] : nullptr);
         ++i;
       } else {
-        VIT_REQUIRE(!a.starts_with("-"), "unknown flag '" + a + "' (flags: --warmup N, --steps N, --phases)");
+        VIT_REQUIRE(!a.starts_with("-"), "unknown flag '" + a + "' (flags: --warmup N, --steps N, --phases, --ops)");
         ov.push_back(a);
       }
     }
@@ -123,11 +125,14 @@ int main(int argc, char** argv) {
     constexpr int kMarks = 5;
     std::vector<bench::Event> marks(phases ? (size_t)steps * kMarks : 0);
     int cur = 0;
+    bench::OpTimer op_timer(ops.stream());
     std::function<void(StepPhase)> on_phase;
-    if (phases)
+    if (phases || op_times)
       on_phase = [&](StepPhase p) {
-        CUDA_CHECK(cudaEventRecord(marks[(size_t)cur * kMarks + 1 + (int)p].get(), ops.stream()));
+        if (phases) CUDA_CHECK(cudaEventRecord(marks[(size_t)cur * kMarks + 1 + (int)p].get(), ops.stream()));
+        if (op_times) op_timer.phase(p);
       };
+    if (op_times) model.tape().set_node_hook([&](const char* kind) { op_timer.node(kind); });
     ops.synchronize();
     CUDA_CHECK(cudaEventRecord(ev[0].get(), ops.stream()));
     const float* last = nullptr;
@@ -135,10 +140,12 @@ int main(int argc, char** argv) {
       s.step = warm + i;
       cur = i;
       if (phases) CUDA_CHECK(cudaEventRecord(marks[(size_t)i * kMarks].get(), ops.stream()));
+      if (op_times) op_timer.begin_step();
       // A profiler started with capture off (ncu --profile-from-start off) sees exactly one timed step.
       if (i == 0) CUDA_CHECK(cudaProfilerStart());
       last = train_step<CudaOps>(model, store, ops, loss, next, s, on_phase).loss_sum;
       if (i == 0) CUDA_CHECK(cudaProfilerStop());
+      if (op_times) op_timer.end_step();
       if ((i + 1) % kBlock == 0 || i + 1 == steps)
         CUDA_CHECK(cudaEventRecord(ev[(i + kBlock) / kBlock].get(), ops.stream()));
     }
@@ -167,6 +174,7 @@ int main(int argc, char** argv) {
                   world->rank(), world->size(), sum[0] / steps, sum[1] / steps, sum[2] / steps, sum[3] / steps,
                   steps > 1 ? sum[4] / (steps - 1) : 0.0);
     }
+    if (op_times) op_timer.report(world->rank(), world->size());
     const float last_loss = ops.read_scalar(last);
     size_t free_b = 0, total_b = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));

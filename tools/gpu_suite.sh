@@ -2,7 +2,7 @@
 # The one script the GPU machine runs: every GPU test (each test case in its own process, so one crash
 # cannot hide the others), every kernel benchmark, the training benchmark, and the PyTorch anchors in the
 # same run. Builds nothing: expects binaries in $BIN (default .devcarry/bin, made by tools/pack_device.sh).
-#   bash tools/gpu_suite.sh [tests|bench|train|attn|parity|fmnist|trainrun|recipe|scaling|comm|loader|anchors|all]...
+#   bash tools/gpu_suite.sh [tests|bench|train|attn|parity|fmnist|trainrun|recipe|scaling|comm|ops|loader|anchors|all]...
 set -uo pipefail
 BIN=${BIN:-.devcarry/bin}
 # pack_device.sh ships the programs as one archive (the carry limit): unpack it once.
@@ -62,11 +62,11 @@ PY
 has() { [[ " $what " == *" $1 "* || " $what " == *" all "* ]]; }
 
 # The training benchmark on NP ranks (ViT-B/16 b256 per GPU, no drop-path or label smoothing: the anchors'
-# settings). Its ENGINE, BLOCKS and PHASES lines go to the summary, ENGINE renamed to $ETAG when set.
+# settings). Its ENGINE, BLOCKS, PHASES and OPS lines go to the summary, ENGINE renamed to $ETAG when set.
 N=$(nvidia-smi -L 2>/dev/null | wc -l)
 engine() {  # engine NP [bench_train flags and overrides]
   mpirun --allow-run-as-root -np "$1" -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH "$BIN/bench_train" configs/vit_base.toml \
-    model.drop_path_rate=0 training.label_smoothing=0 "${@:2}" 2>&1 | grep -E "ENGINE|BLOCKS|PHASES" \
+    model.drop_path_rate=0 training.label_smoothing=0 "${@:2}" 2>&1 | grep -E "ENGINE|BLOCKS|PHASES|OPS" \
     | sed "s/^ENGINE /${ETAG:-ENGINE} /" | tee -a "$SUMMARY"
 }
 # The step without communication: every GPU training alone at the same time, one independent process each (one
@@ -296,6 +296,32 @@ if "C" in mean:
     for c in "BD":
         if c in mean:
             print(f"BALANCED SCALING {names[c]}: {mean[c]:.0f} / {mean['C']:.0f} img/s per GPU = {100 * mean[c] / mean['C']:.1f}%")
+PY
+fi
+
+if has ops && ((N > 1)); then
+  # Which kinds of op the N-GPU step's extra time lands on: every tape node timed (bench_train --ops, steps
+  # synchronised) with every GPU alone at once (A) and in the N-GPU job (B), in the order A B B A after heating.
+  win=(--warmup 150 --steps 100 --ops)
+  engine "$N" --warmup 400 --steps 20 > /dev/null
+  for c in A B B A; do
+    if [ "$c" = A ]; then ETAG=OPS_A alone "${win[@]}"; grep -h "^OPS rank=0/1" "$LOG"/alone*.log | sed 's/^/A /' >> "$LOG/ops.txt"
+    else ETAG=OPS_B engine "$N" "${win[@]}" | grep "^OPS rank=0/" | sed 's/^/B /' >> "$LOG/ops.txt"; fi
+  done
+  python3 - "$LOG/ops.txt" <<'PY' | tee -a "$SUMMARY"
+import collections, re, sys
+ms = collections.defaultdict(lambda: collections.defaultdict(list))  # (cond, phase) -> kind -> values
+for l in open(sys.argv[1]):
+    m = re.match(r"([AB]) OPS rank=\S+ (\w+) ([\d.]+) ms per step:(.*)", l)
+    if not m: continue
+    ms[(m[1], m[2])]["(all)"].append(float(m[3]))
+    for k, v in re.findall(r" (\S+) ([\d.]+) \(\d+\)", m[4]): ms[(m[1], m[2])][k].append(float(v))
+mean = lambda v: sum(v) / len(v) if v else 0.0
+for ph in ("forward", "backward", "reduction_tail", "optimizer"):
+    a, b = ms[("A", ph)], ms[("B", ph)]
+    rows = sorted(set(a) | set(b), key=lambda k: -abs(mean(b[k]) - mean(a[k])))
+    print(f"OPS {ph} (ms per step, every GPU alone at once -> the N-GPU job): " + ", ".join(
+        f"{k} {mean(a[k]):.3f} -> {mean(b[k]):.3f}" for k in rows if mean(a[k]) + mean(b[k]) > 0.005))
 PY
 fi
 
