@@ -6,6 +6,7 @@
 // Ops is the backend (CpuOps<T> or CudaOps): it fixes the element types and runs the kernels.
 #pragma once
 #include <functional>
+#include <utility>
 #include <variant>
 #include <vector>
 

@@ -303,7 +303,8 @@ if has ops && ((N > 1)); then
   # Which kinds of op the N-GPU step's extra time lands on: every tape node timed (bench_train --ops, steps
   # synchronised) with every GPU alone at once (A) and in the N-GPU job (B), in the order A B B A after heating.
   win=(--warmup 150 --steps 100 --ops)
-  engine "$N" --warmup 400 --steps 20 > /dev/null
+  : > "$LOG/ops.txt"
+  ETAG=OPS_HEAT engine "$N" --warmup 400 --steps 20 > /dev/null
   for c in A B B A; do
     if [ "$c" = A ]; then ETAG=OPS_A alone "${win[@]}"; grep -h "^OPS rank=0/1" "$LOG"/alone*.log | sed 's/^/A /' >> "$LOG/ops.txt"
     else ETAG=OPS_B engine "$N" "${win[@]}" | grep "^OPS rank=0/" | sed 's/^/B /' >> "$LOG/ops.txt"; fi
