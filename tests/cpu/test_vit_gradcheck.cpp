@@ -2,8 +2,10 @@
 // against central differences of the loss, through the same tape the trainer uses.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <string>
 #include <vector>
 
 #include "engine/local_store.h"
@@ -27,6 +29,25 @@ ModelConfig tiny_model() {
   m.mlp_ratio = 1.5;
   return m;
 }
+
+// tiny-style model on a fixed batch of two images (rng stream img_seed, labels 0 and 3), parameters from
+// store.init(init_seed): for the tests that only run it.
+struct TinyRun {
+  static constexpr int B = 2;
+  CpuOps<double> ops;
+  ParamLayout layout;
+  LocalStore<CpuOps<double>> store;
+  std::vector<float> img;
+  std::vector<int> labels = {0, 3};
+  ViT<CpuOps<double>> model;
+  TinyRun(const ModelConfig& m, uint64_t init_seed, uint64_t img_seed)
+      : layout(m), store(layout, ops), img((size_t)B * layout.dims().C * layout.dims().H * layout.dims().W),
+        model(m, layout, ops, B) {
+    store.init(init_seed);
+    for (size_t i = 0; i < img.size(); ++i) img[i] = (float)rng::normal(img_seed, img_seed, i);
+  }
+  void forward(const StepContext& ctx) { model.forward(store, img.data(), labels.data(), B, ctx); }
+};
 
 // Loss of the model on a fixed batch (forward only), for the finite differences.
 double loss_of(ViT<CpuOps<double>>& model, LocalStore<CpuOps<double>>& store, const std::vector<float>& img,
@@ -140,22 +161,13 @@ TEST_CASE("vit: attention dropout acts in training only") {
   auto losses = [&](double rate, bool train) {
     ModelConfig c = m;
     c.attn_drop_rate = rate;
-    CpuOps<double> ops;
-    ParamLayout layout(c);
-    LocalStore<CpuOps<double>> store(layout, ops);
-    store.init(4321);
-    const int B = 2;
-    const ModelDims d = layout.dims();
-    std::vector<float> img(B * d.C * d.H * d.W);
-    for (size_t i = 0; i < img.size(); ++i) img[i] = (float)rng::normal(6, 6, i);
-    std::vector<int> labels = {0, 3};
-    ViT<CpuOps<double>> model(c, layout, ops, B);
+    TinyRun r(c, 4321, 6);
     StepContext ctx;
     ctx.train = train;
     ctx.seed = 78;
-    ctx.dscale = 1.0 / B;
-    model.forward(store, img.data(), labels.data(), B, ctx);
-    return std::vector<double>(model.losses(), model.losses() + B);
+    ctx.dscale = 1.0 / TinyRun::B;
+    r.forward(ctx);
+    return std::vector<double>(r.model.losses(), r.model.losses() + TinyRun::B);
   };
   CHECK(losses(0.4, false) == losses(0.0, false));
   CHECK(losses(0.4, true) != losses(0.0, true));
@@ -218,4 +230,32 @@ TEST_CASE("vit gradcheck: patch dropout (with registers, pre_norm, map head) and
   m.fc_norm = "true";
   m.pos_drop_rate = m.proj_drop_rate = m.attn_drop_rate = m.drop_path_rate = 0.2;
   check_model(m, "patch_drop+pre_norm+map+dropouts");
+}
+
+TEST_CASE("tape: the node hook sees every node, forward in order and backward in reverse") {
+  // What bench_train --ops times: the hook runs before every node, with the node's kind.
+  const ModelConfig m = tiny_model();
+  TinyRun r(m, 3, 1);
+  StepContext ctx;
+  ctx.train = true;
+  ctx.dscale = 1.0 / TinyRun::B;
+  std::vector<std::string> seen;
+  r.model.tape().set_node_hook([&](const char* kind) { seen.emplace_back(kind); });
+  r.forward(ctx);
+  const std::vector<std::string> fwd = seen;
+  REQUIRE(fwd.size() == r.model.tape().size());
+  seen.clear();
+  r.model.backward();
+  CHECK(std::vector<std::string>(seen.rbegin(), seen.rend()) == fwd);
+  // Per block: two layer norms, qkv/proj/fc1/fc2 linears, one attention; units bracket every block.
+  CHECK(std::count(fwd.begin(), fwd.end(), "attention") == m.depth);
+  CHECK(std::count(fwd.begin(), fwd.end(), "linear") >= 4 * m.depth);
+  CHECK(std::count(fwd.begin(), fwd.end(), "unit") == 2 * (int)r.layout.units().size());
+  CHECK(fwd.front() == "unit");
+  // Cleared: nothing is called.
+  r.model.tape().set_node_hook({});
+  seen.clear();
+  r.forward(ctx);
+  r.model.backward();
+  CHECK(seen.empty());
 }
