@@ -239,4 +239,14 @@ void GemmContext::matmul(const GemmOp& op, const GemmArgs& args, cudaStream_t st
                               args.d, plan.d, &plan.algo, workspace_.get(), workspace_.bytes(), stream));
 }
 
+uint64_t GemmContext::choice_fingerprint() const {
+  uint64_t sum = 0;
+  for (const auto& [key, plan] : plans_) {
+    uint64_t h = KeyHash{}(key);
+    for (uint64_t w : plan->algo.data) h = (h ^ w) * 0x100000001b3ULL;
+    sum += h;  // a sum: the map's order does not matter
+  }
+  return sum;
+}
+
 }  // namespace vit::gpu

@@ -86,6 +86,9 @@ class GemmContext {
   void set_autotune(bool on) { autotune_ = on; }
   // Plans whose algorithm autotuning changed from the heuristic's first choice (tests, benchmarks).
   std::size_t tuned_count() const { return tuned_; }
+  // A hash of every plan's problem and chosen algorithm, independent of build order: equal on two ranks (or runs)
+  // exactly when they run the same kernels (benchmarks print it to compare what tuning picked).
+  uint64_t choice_fingerprint() const;
 
   cublasLtHandle_t handle() const { return handle_; }
   // kScratchFloats floats of device memory for reductions that accompany a GEMM (the bias-gradient column

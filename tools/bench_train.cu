@@ -191,6 +191,9 @@ int main(int argc, char** argv) {
                 cfg.distributed.grad_reduce_dtype.c_str(), ips, ms, ops.memory_in_use() / 1073741824.0,
                 (total_b - free_b) / 1073741824.0, state_gib, ops.memory_in_use() / 1073741824.0 - state_gib, fl / 1e9,
                 ips * fl / (cfg.logging.peak_tflops * 1e12), host_step_ms, warm, steps, first_loss, last_loss);
+    std::printf("GEMM rank=%d/%d plans=%zu tuned=%zu choices=%016llx\n", world->rank(), world->size(),
+                ops.gemm().plan_count(), ops.gemm().tuned_count(),
+                (unsigned long long)ops.gemm().choice_fingerprint());
     if (block_ips.size() > 1) {
       const auto [lo, hi] = std::minmax_element(block_ips.begin(), block_ips.end());
       std::printf("BLOCKS rank=%d/%d %zu blocks of %d steps: img/s first %.0f last %.0f min %.0f max %.0f\n",

@@ -65,8 +65,10 @@ has() { [[ " $what " == *" $1 "* || " $what " == *" all "* ]]; }
 # settings). Its ENGINE, BLOCKS, PHASES and OPS lines go to the summary, ENGINE renamed to $ETAG when set.
 N=$(nvidia-smi -L 2>/dev/null | wc -l)
 engine() {  # engine NP [bench_train flags and overrides]
-  mpirun --allow-run-as-root -np "$1" -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH "$BIN/bench_train" configs/vit_base.toml \
-    model.drop_path_rate=0 training.label_smoothing=0 "${@:2}" 2>&1 | grep -E "ENGINE|BLOCKS|PHASES|OPS" \
+  local pass=(-x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH)
+  [ -n "${VIT_GEMM_AUTOTUNE:-}" ] && pass+=(-x VIT_GEMM_AUTOTUNE)
+  mpirun --allow-run-as-root -np "$1" "${pass[@]}" "$BIN/bench_train" configs/vit_base.toml \
+    model.drop_path_rate=0 training.label_smoothing=0 "${@:2}" 2>&1 | grep -E "ENGINE|BLOCKS|PHASES|OPS|GEMM" \
     | sed "s/^ENGINE /${ETAG:-ENGINE} /" | tee -a "$SUMMARY"
 }
 # The step without communication: every GPU training alone at the same time, one independent process each (one
@@ -80,7 +82,7 @@ alone() {  # alone [bench_train flags and overrides]
   done
   wait "${pids[@]}"  # not a bare wait: with_clocks' samplers run in the background too
   for ((g = 0; g < N; g++)); do
-    grep -E "ENGINE|PHASES" "$LOG/alone$g.log" | sed "s/^ENGINE /${ETAG:-ENGINE}_ALONE gpu=$g /; s/^PHASES /PHASES gpu=$g /" \
+    grep -E "ENGINE|PHASES|GEMM" "$LOG/alone$g.log" | sed "s/^ENGINE /${ETAG:-ENGINE}_ALONE gpu=$g /; s/^PHASES /PHASES gpu=$g /; s/^GEMM /GEMM gpu=$g /" \
       | tee -a "$SUMMARY"
   done
 }
