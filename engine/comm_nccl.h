@@ -58,6 +58,7 @@ class NcclComm final : public Comm {
   void wait(Ticket t) override { cs_.wait(t); }
   void synchronize() override { cs_.synchronize(); }
   std::string describe() const override;
+  CommStream& comm_stream() const { return cs_; }
 
  private:
   NcclComm(ncclComm_t c, CommStream& cs);

@@ -493,6 +493,10 @@ std::vector<Field> build_fields() {
   f.push_back(bool_field("distributed.reshard_after_forward", VIT_MEMBER(distributed.reshard_after_forward),
                           "ZeRO-3: false keeps the gathered parameters for backward (no backward all-gathers); "
                           "the other strategies hold full parameters anyway"));
+  f.push_back(choice_field("distributed.transport", VIT_MEMBER(distributed.transport), {"auto", "nccl", "copy_engine"},
+                           "GPU shard groups: all-gathers and reduce-scatters by the copy engines (no SMs; the GPUs "
+                           "of one host) or NCCL's kernels; auto = copy engines where they work; all-reduces and "
+                           "the CPU backend (MPI) are unaffected"));
   f.push_back(float_field("distributed.timeout_s", VIT_MEMBER(distributed.timeout_s), open_lo(0, 1e6), "a stalled collective ends the job after this"));
   // [logging]
   f.push_back(string_field("logging.metrics_file", VIT_MEMBER(logging.metrics_file), true, "JSON lines, relative to run.output_dir"));

@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "engine/check.h"
+#include "engine/comm_ce.h"
 #include "engine/comm_nccl.h"
 #include "engine/ops_cuda.h"
 #include "engine/run.h"
@@ -39,18 +40,21 @@ int run_training_cuda(const Config& cfg, const std::string& cfg_toml, int rank, 
               ") must equal the number of ranks (", world, "): adjust them or the mpirun -np count");
   CommStream comm_stream(ops.stream());  // outlives the comms below
   auto world_comm = NcclComm::world(comm_stream);
-  std::unique_ptr<NcclComm> shard_comm, outer_comm;
+  std::unique_ptr<Comm> shard_comm;
+  std::unique_ptr<NcclComm> outer_comm;
   if (st == Strategy::no_shard) {
     shard_comm = world_comm->split(rank, 0);  // each rank alone
     if (world > 1) outer_comm = world_comm->split(0, rank);
   } else {
-    shard_comm = world_comm->split(rank / shard, rank);
+    std::string note;
+    shard_comm = shard_group_comm(*world_comm, rank / shard, rank, dc.transport, &note);
+    if (!note.empty()) log0(rank, note);
     if (outer > 1) outer_comm = world_comm->split(rank % shard, rank);
   }
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
-  log0(rank, fmt("GPU backend: %s (%d SMs, %.0f GiB) per rank, NCCL world of %d", prop.name, prop.multiProcessorCount,
-                 prop.totalGlobalMem / 1073741824.0, world));
+  log0(rank, fmt("GPU backend: %s (%d SMs, %.0f GiB) per rank, NCCL world of %d; shard group: %s", prop.name,
+                 prop.multiProcessorCount, prop.totalGlobalMem / 1073741824.0, world, shard_comm->describe().c_str()));
   int rc = 0;
   {
     Trainer<CudaOps> trainer(cfg, cfg_toml, ops, {shard_comm.get(), outer_comm.get()}, rank, world, eval_only);

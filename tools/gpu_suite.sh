@@ -2,7 +2,7 @@
 # The one script the GPU machine runs: every GPU test (each test case in its own process, so one crash
 # cannot hide the others), every kernel benchmark, the training benchmark, and the PyTorch anchors in the
 # same run. Builds nothing: expects binaries in $BIN (default .devcarry/bin, made by tools/pack_device.sh).
-#   bash tools/gpu_suite.sh [tests|bench|train|attn|parity|fmnist|trainrun|recipe|scaling|comm|ops|loader|anchors|all]...
+#   bash tools/gpu_suite.sh [tests|bench|train|attn|parity|fmnist|trainrun|recipe|scaling|comm|ops|overlap|loader|anchors|all]...
 set -uo pipefail
 BIN=${BIN:-.devcarry/bin}
 # pack_device.sh ships the programs as one archive (the carry limit): unpack it once.
@@ -233,6 +233,13 @@ if alone and multi:
 PY
 fi
 
+if has overlap && ((N > 1)); then  # several GPUs of one host
+  # What a GEMM and a memory-bound kernel lose beside NCCL collectives, copy-engine peer writes or SMs held by
+  # spinning CTAs (tools/bench_overlap.cu).
+  mpirun --allow-run-as-root -np 2 -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH "$BIN/bench_overlap" 2>&1 \
+    | tee "$LOG/overlap.log" | grep -E "OVERLAP|error" | tee -a "$SUMMARY"
+fi
+
 if has comm && ((N > 1)); then  # several GPUs of one host
   # Communication's cost and the scaling, thermally balanced. Sustained rates follow the GPUs' temperature (session 7,
   # run 82), so a fixed order (one GPU, then all alone, then the job) hands every later run a hotter GPU. Here the
@@ -241,9 +248,10 @@ if has comm && ((N > 1)); then  # several GPUs of one host
   #   A every GPU alone at once (no communication)    B the N-GPU job (ZeRO-3 defaults)
   #   C one GPU, the others idle (the scaling's base) D the N-GPU job with the least traffic (no backward all-gathers,
   #                                                     bf16 reduce-scatters)
+  #   E the N-GPU job over NCCL's kernels (distributed.transport = nccl; the defaults use the copy engines)
   ROUNDS=${ROUNDS:-1}
-  CONDS=${CONDS:-A B D C}
-  win=(--warmup 120 --steps 300 --phases)
+  CONDS=${CONDS:-A B E C}
+  read -ra win <<< "${COMM_WIN:---warmup 120 --steps 300} --phases"  # COMM_WIN: a shorter window
   ETAG=COMM_HEAT engine "$N" --warmup 600 --steps 40 > /dev/null
   run_cond() {
     case $1 in
@@ -251,6 +259,7 @@ if has comm && ((N > 1)); then  # several GPUs of one host
       B) ETAG=COMM_B engine "$N" "${win[@]}" ;;
       C) ETAG=COMM_C engine 1 "${win[@]}" ;;
       D) ETAG=COMM_D engine "$N" "${win[@]}" distributed.reshard_after_forward=false distributed.grad_reduce_dtype=bf16 ;;
+      E) ETAG=COMM_E engine "$N" "${win[@]}" distributed.transport=nccl ;;
     esac
   }
   read -ra fwd <<< "$CONDS"
@@ -262,7 +271,7 @@ import re, sys
 runs = {}  # condition -> the rate of each run (A: its slowest GPU, which paces a synchronous job)
 alone = {}  # A: every GPU's rate, one list per run
 for l in open(sys.argv[1]):
-    m = re.match(r"COMM_((A)_ALONE gpu=(\d+)|B|C|D) .*rank=(\d+)/\d+ .*img_s=(\d+)", l)
+    m = re.match(r"COMM_((A)_ALONE gpu=(\d+)|B|C|D|E) .*rank=(\d+)/\d+ .*img_s=(\d+)", l)
     if not m: continue
     if m[2]:  # one line per GPU, GPU 0 first
         if m[3] == "0": alone.setdefault(m[2], []).append([])
@@ -271,12 +280,13 @@ for l in open(sys.argv[1]):
         runs.setdefault(m[1], []).append(int(m[5]))
 for c, a in alone.items(): runs[c] = [min(x) for x in a]
 mean = {c: sum(v) / len(v) for c, v in runs.items()}
-names = {"A": "every GPU alone at once (slowest)", "B": "N-GPU job", "C": "one GPU", "D": "N-GPU job, least traffic"}
+names = {"A": "every GPU alone at once (slowest)", "B": "N-GPU job", "C": "one GPU", "D": "N-GPU job, least traffic",
+         "E": "N-GPU job, NCCL kernels"}
 for c in sorted(runs):
     print(f"BALANCED {names[c]}: {' '.join(map(str, runs[c]))} img/s, mean {mean[c]:.0f}")
 if "A" in mean:
     every = [v for run in alone["A"] for v in run]
-    for c in "BD":
+    for c in "BDE":
         if c in mean:
             print(f"BALANCED COMM {names[c]}: step {100 * (mean['A'] / mean[c] - 1):+.1f}% against the slowest GPU alone at once "
                   f"({100 * (sum(every) / len(every) / mean[c] - 1):+.1f}% against all GPUs' mean)")
@@ -295,7 +305,7 @@ for c in sorted(phases):
         print(f"BALANCED PHASES {names[c].replace(' (slowest)', '')}: forward {ms[0]:.2f} backward {ms[1]:.2f} reduction_tail {ms[2]:.2f} "
               f"optimizer {ms[3]:.2f} between {ms[4]:.2f} ms")
 if "C" in mean:
-    for c in "BD":
+    for c in "BDE":
         if c in mean:
             print(f"BALANCED SCALING {names[c]}: {mean[c]:.0f} / {mean['C']:.0f} img/s per GPU = {100 * mean[c] / mean['C']:.1f}%")
 PY

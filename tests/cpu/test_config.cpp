@@ -228,6 +228,7 @@ TEST_CASE("config: every key is reachable by an override that changes only that 
       {"distributed.grad_reduce_dtype", {"distributed.grad_reduce_dtype=bf16"}},
       {"distributed.reshard_after_forward", {"distributed.reshard_after_forward=false"}},
       {"distributed.timeout_s", {"distributed.timeout_s=30"}},
+      {"distributed.transport", {"distributed.transport=nccl"}},
       {"logging.metrics_file", {"logging.metrics_file=m.jsonl"}},
       {"logging.peak_tflops", {"logging.peak_tflops=989.5"}},
   };

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # 1 GPU vs N GPUs on ViT-B/16 (GPU machine, run by tools/gpu_suite.sh scaling): the same global batch of
 # synthetic images trains with the same loss trajectory on one rank and on every visible GPU (ZeRO-3, and the
-# hybrid with outer optimizer sharding when N >= 4), dropouts off (masks are keyed per rank-local tensor).
+# hybrid with outer optimizer sharding when N >= 4), dropouts off (masks are keyed per rank-local tensor). The
+# copy-engine transport (the default on one host) must reproduce NCCL's run on the same GPUs (GEMM autotuning off in both, so they run the
+# same kernels): its all-gathers copy the same bytes and its reduce-scatter adds the same two fp32 numbers.
 #   multi_gpu_equivalence.sh BIN_DIR
 set -uo pipefail
 BIN=$1
@@ -13,7 +15,8 @@ COMMON="training.steps=30 training.log_interval=1 training.val_interval=0 schedu
   model.drop_rate=0 model.proj_drop_rate=0 model.attn_drop_rate=0 model.pos_drop_rate=0 training.label_smoothing=0"
 run() {  # run NAME NP [overrides]
   local name=$1 np=$2; shift 2
-  mpirun --allow-run-as-root -np "$np" -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH "$BIN/vit_train" configs/vit_base.toml \
+  timeout 300 mpirun --allow-run-as-root -np "$np" -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH -x VIT_GEMM_AUTOTUNE="${TUNE:-1}" \
+    "$BIN/vit_train" configs/vit_base.toml \
     $COMMON training.micro_batch_size=$((GB / np)) run.output_dir="$T/$name" "$@" > "$T/$name.log" 2>&1 \
     || { tail -20 "$T/$name.log"; echo "FAIL: $name"; return 1; }
 }
@@ -51,6 +54,21 @@ compare one_acc many "1 GPU accumulating $N micro-batches vs $N GPUs ZeRO-3" || 
 compare one many "1 vs $N GPUs ZeRO-3" || bad=1
 run many_bf16 "$N" distributed.grad_reduce_dtype=bf16 || bad=1
 compare one many_bf16 "1 vs $N GPUs ZeRO-3 bf16 reduction" || bad=1
+TUNE=0 run nccl_fixed "$N" distributed.transport=nccl || bad=1
+TUNE=0 run ce_fixed "$N" distributed.transport=copy_engine || bad=1
+python3 - "$T/nccl_fixed/metrics.jsonl" "$T/ce_fixed/metrics.jsonl" "$N" <<'PY' || bad=1
+import json, sys
+def losses(p): return {d["step"]: d["loss"] for d in map(json.loads, open(p)) if "loss" in d}
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+assert a.keys() == b.keys() and len(a) >= 20, f"steps differ or too few: {sorted(a)} vs {sorted(b)}"
+rel = {s: abs(a[s] - b[s]) / abs(b[s]) for s in sorted(a)}
+first, worst = max(rel[s] for s in sorted(a)[:10]), max(rel.values())
+ok = first <= 1e-6 and worst <= 1e-2
+print(f"EQUIV {sys.argv[3]} GPUs copy-engine vs NCCL transport: {len(a)} steps, loss {a[min(a)]:.4f} -> {a[max(a)]:.4f} "
+      f"(vs {b[max(b)]:.4f}); relative difference: first 10 steps {first:.1e} (<= 1e-6), worst {worst:.1e} (<= 1e-2)"
+      + ("" if ok else " FAIL"))
+sys.exit(0 if ok else 1)
+PY
 if [ "$N" -ge 4 ]; then
   run hybrid "$N" distributed.dp_outer=2 distributed.outer_strategy=shard || bad=1
   compare one hybrid "1 vs $N GPUs hybrid (dp_outer 2, outer-sharded optimizer)" || bad=1

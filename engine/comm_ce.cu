@@ -1,0 +1,218 @@
+#include "engine/comm_ce.h"
+
+#include <cuda.h>
+
+#include <exception>
+#include <vector>
+
+#include "engine/check.h"
+#include "kernels/types.h"
+
+namespace vit {
+
+namespace {
+
+constexpr int kMaxRanks = 8;  // GPUs of one host
+using WriteValue = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
+using WaitValue = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
+
+void* driver_fn(const char* name) {
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult found{};
+  CUDA_CHECK(cudaGetDriverEntryPointByVersion(name, &fn, 12000, cudaEnableDefault, &found));
+  VIT_REQUIRE(found == cudaDriverEntryPointSuccess && fn != nullptr, "distributed.transport = \"copy_engine\": the ",
+              "CUDA driver has no ", name, ": update the driver or use transport = \"nccl\"");
+  return fn;
+}
+
+#define CU_CHECK(call)                                                                          \
+  do {                                                                                          \
+    const CUresult cu_rc_ = (call);                                                             \
+    if (cu_rc_ != CUDA_SUCCESS) ::vit::fail(__FILE__, ":", __LINE__, ": ", #call, " failed (CUresult ", (int)cu_rc_, ")"); \
+  } while (0)
+
+// recv[i] = own[i] + the staged pieces' [i], summed in fp32.
+struct Staged {
+  const void* p[kMaxRanks - 1];
+  int n;
+};
+template <class T>
+__global__ void sum_pieces(T* recv, const T* own, Staged staged, size_t count) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
+    float s = (float)own[i];
+    for (int k = 0; k < staged.n; ++k) s += (float)static_cast<const T*>(staged.p[k])[i];
+    recv[i] = (T)s;
+  }
+}
+
+}  // namespace
+
+// A device buffer of this rank, zeroed, and every peer's buffer of the same role mapped here (CUDA IPC).
+// Built and destroyed collectively over the group.
+struct CopyEngineComm::Mapped {
+  void* mine = nullptr;
+  std::vector<void*> peer;  // peer[q]: rank q's buffer (nullptr at my own index)
+  MPI_Comm group;
+
+  Mapped(size_t bytes, MPI_Comm g, int me, int n) : peer((size_t)n, nullptr), group(g) {
+    CUDA_CHECK(cudaMalloc(&mine, bytes));
+    CUDA_CHECK(cudaMemset(mine, 0, bytes));
+    CUDA_CHECK(cudaDeviceSynchronize());  // zeroed before any peer can write into it
+    cudaIpcMemHandle_t h{};
+    CUDA_CHECK(cudaIpcGetMemHandle(&h, mine));
+    std::vector<cudaIpcMemHandle_t> all((size_t)n);
+    MPI_CHECK(MPI_Allgather(&h, sizeof h, MPI_BYTE, all.data(), sizeof h, MPI_BYTE, group));
+    int ok = 1, failed_peer = -1;
+    cudaError_t why = cudaSuccess;
+    for (int q = 0; q < n && ok; ++q) {
+      if (q == me) continue;
+      why = cudaIpcOpenMemHandle(&peer[(size_t)q], all[(size_t)q], cudaIpcMemLazyEnablePeerAccess);
+      if (why != cudaSuccess) ok = 0, failed_peer = q, peer[(size_t)q] = nullptr, (void)cudaGetLastError();
+    }
+    // Every rank learns whether all could map all, so they all fail together (no rank left waiting).
+    int all_ok = 0;
+    MPI_CHECK(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, group));
+    if (!all_ok) {
+      release();
+      fail("distributed.transport = \"copy_engine\": ",
+           ok ? std::string("another rank") : "rank " + std::to_string(me),
+           " cannot map a peer GPU's memory", ok ? "" : " (rank " + std::to_string(failed_peer) + ": " +
+           cudaGetErrorString(why) + ")", ": the GPUs of a shard group must reach each other (NVLink or PCIe "
+           "peer access); use transport = \"nccl\"");
+    }
+  }
+  void release() {
+    for (void*& p : peer)
+      if (p) cudaIpcCloseMemHandle(p), p = nullptr;
+    if (std::uncaught_exceptions() == 0) MPI_Barrier(group);
+    if (mine) cudaFree(mine), mine = nullptr;
+  }
+  ~Mapped() { release(); }  // the peers stop using my buffer (their streams are synchronized) before it is freed
+  Mapped(const Mapped&) = delete;
+  Mapped& operator=(const Mapped&) = delete;
+};
+
+CopyEngineComm::CopyEngineComm(std::unique_ptr<NcclComm> inner, MPI_Comm group, CommStream& cs)
+    : inner_(std::move(inner)), cs_(cs) {
+  MPI_CHECK(MPI_Comm_dup(group, &group_.c));
+  const int n = size(), me = rank();
+  int mpi_n = 0, mpi_me = 0;
+  MPI_CHECK(MPI_Comm_size(group_.c, &mpi_n));
+  MPI_CHECK(MPI_Comm_rank(group_.c, &mpi_me));
+  VIT_ASSERT(mpi_n == n && mpi_me == me, "copy-engine comm: MPI group ", mpi_me, "/", mpi_n, " vs NCCL ", me, "/", n);
+  MPI_Comm local = MPI_COMM_NULL;
+  MPI_CHECK(MPI_Comm_split_type(group_.c, MPI_COMM_TYPE_SHARED, me, MPI_INFO_NULL, &local));
+  int local_n = 0;
+  MPI_CHECK(MPI_Comm_size(local, &local_n));
+  MPI_CHECK(MPI_Comm_free(&local));
+  VIT_REQUIRE(local_n == n && n <= kMaxRanks, "distributed.transport = \"copy_engine\" needs every rank of a shard ",
+              "group on one host (at most ", kMaxRanks, " GPUs); this group of ", n, " ranks has ", local_n,
+              " on this host: use transport = \"nccl\" or a dp_shard of the GPUs per host");
+  write_value_ = driver_fn("cuStreamWriteValue32");
+  wait_value_ = driver_fn("cuStreamWaitValue32");
+  flags_ = std::make_unique<Mapped>(sizeof(uint32_t) * 2 * kMaxRanks, group_.c, me, n);
+}
+
+CopyEngineComm::~CopyEngineComm() {
+  cudaStreamSynchronize(cs_.stream());
+  staging_.reset();
+  flags_.reset();
+}
+
+std::string CopyEngineComm::describe() const { return "copy engines, " + std::to_string(size()) + " GPUs of one host"; }
+
+void CopyEngineComm::reserve(size_t bytes_per_peer) {
+  if (bytes_per_peer <= slot_bytes_) return;
+  // Every rank reaches this at the same collective. Synchronized, no copy into anyone's old staging is in flight.
+  CUDA_CHECK(cudaDeviceSynchronize());
+  staging_.reset();
+  slot_bytes_ = (bytes_per_peer + (1u << 20) - 1) & ~size_t((1u << 20) - 1);
+  staging_ = std::make_unique<Mapped>(slot_bytes_ * (size_t)(size() - 1), group_.c, rank(), size());
+}
+
+char* CopyEngineComm::staged(int from) const {
+  return static_cast<char*>(staging_->mine) + slot_bytes_ * (size_t)(from < rank() ? from : from - 1);
+}
+
+template <class Piece>
+void CopyEngineComm::exchange(size_t bytes, Piece piece) {
+  reserve(bytes);
+  cs_.after_compute();
+  const uint32_t s = ++seq_;
+  const int n = size(), me = rank();
+  cudaStream_t st = cs_.stream();
+  auto write = reinterpret_cast<WriteValue>(write_value_);
+  auto wait = reinterpret_cast<WaitValue>(wait_value_);
+  auto flag = [&](void* base, int kind, int who) {  // kind 0: staging free, 1: piece delivered
+    return (CUdeviceptr)(static_cast<uint32_t*>(base) + kind * kMaxRanks + who);
+  };
+  for (int q = 0; q < n; ++q)
+    if (q != me) CU_CHECK(write((CUstream)st, flag(flags_->peer[(size_t)q], 0, me), s, CU_STREAM_WRITE_VALUE_DEFAULT));
+  for (int q = 0; q < n; ++q)
+    if (q != me) CU_CHECK(wait((CUstream)st, flag(flags_->mine, 0, q), s, CU_STREAM_WAIT_VALUE_GEQ));
+  for (int q = 0; q < n; ++q) {
+    if (q == me) continue;
+    char* dst = static_cast<char*>(staging_->peer[(size_t)q]) + slot_bytes_ * (size_t)(me < q ? me : me - 1);
+    CUDA_CHECK(cudaMemcpyAsync(dst, piece(q), bytes, cudaMemcpyDeviceToDevice, st));
+    // Default flags: the driver fences the copy's writes before the flag's.
+    CU_CHECK(write((CUstream)st, flag(flags_->peer[(size_t)q], 1, me), s, CU_STREAM_WRITE_VALUE_DEFAULT));
+  }
+  for (int q = 0; q < n; ++q)
+    if (q != me) CU_CHECK(wait((CUstream)st, flag(flags_->mine, 1, q), s, CU_STREAM_WAIT_VALUE_GEQ));
+}
+
+void CopyEngineComm::allgather(void* recv, const void* send, size_t count, DType t) {
+  if (count == 0) return;  // the same on every rank
+  const size_t bytes = count * dtype_size(t);
+  char* out = static_cast<char*>(recv);
+  exchange(bytes, [&](int) { return send; });
+  cudaStream_t st = cs_.stream();
+  for (int q = 0; q < size(); ++q) {
+    if (q == rank()) {
+      if (out + bytes * (size_t)q != send)
+        CUDA_CHECK(cudaMemcpyAsync(out + bytes * (size_t)q, send, bytes, cudaMemcpyDeviceToDevice, st));
+    } else {
+      CUDA_CHECK(cudaMemcpyAsync(out + bytes * (size_t)q, staged(q), bytes, cudaMemcpyDeviceToDevice, st));
+    }
+  }
+}
+
+void CopyEngineComm::reduce_scatter(void* recv, const void* send, size_t count, DType t) {
+  VIT_ASSERT(t == DType::f32 || t == DType::bf16, "copy-engine reduce-scatter of an unsupported type");
+  if (count == 0) return;
+  const size_t bytes = count * dtype_size(t);
+  const char* in = static_cast<const char*>(send);
+  exchange(bytes, [&](int q) { return in + bytes * (size_t)q; });
+  Staged sp{};
+  for (int q = 0; q < size(); ++q)
+    if (q != rank()) sp.p[sp.n++] = staged(q);
+  const int blocks = (int)std::min<size_t>((count + 255) / 256, 1024);
+  const void* own = in + bytes * (size_t)rank();
+  if (t == DType::f32)
+    sum_pieces<<<blocks, 256, 0, cs_.stream()>>>(static_cast<float*>(recv), static_cast<const float*>(own), sp, count);
+  else
+    sum_pieces<<<blocks, 256, 0, cs_.stream()>>>(static_cast<bf16*>(recv), static_cast<const bf16*>(own), sp, count);
+  CUDA_CHECK_LAUNCH();
+}
+
+std::unique_ptr<Comm> shard_group_comm(const NcclComm& world, int color, int key, const std::string& transport,
+                                       std::string* note) {
+  std::unique_ptr<NcclComm> nccl = world.split(color, key);
+  if (transport == "nccl" || nccl->size() == 1) return nccl;
+  MPI_Comm g = MPI_COMM_NULL;
+  MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, color, key, &g));
+  // The checks in the constructor fail on every rank of the group together, so "auto" falls back together.
+  std::unique_ptr<Comm> ce;
+  try {
+    ce = std::make_unique<CopyEngineComm>(std::move(nccl), g, world.comm_stream());
+  } catch (const Error& e) {
+    MPI_Comm_free(&g);
+    if (transport != "auto") throw;
+    if (note) *note = std::string("copy engines not usable, NCCL instead: ") + e.what();
+    return world.split(color, key);
+  }
+  MPI_CHECK(MPI_Comm_free(&g));
+  return ce;
+}
+
+}  // namespace vit
