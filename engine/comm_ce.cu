@@ -92,10 +92,9 @@ struct CopyEngineComm::Mapped {
   Mapped& operator=(const Mapped&) = delete;
 };
 
-CopyEngineComm::CopyEngineComm(std::unique_ptr<NcclComm> inner, MPI_Comm group, CommStream& cs)
-    : inner_(std::move(inner)), cs_(cs) {
+CopyEngineComm::CopyEngineComm(std::unique_ptr<NcclComm>&& inner, MPI_Comm group, CommStream& cs) : cs_(cs) {
   MPI_CHECK(MPI_Comm_dup(group, &group_.c));
-  const int n = size(), me = rank();
+  const int n = inner->size(), me = inner->rank();
   int mpi_n = 0, mpi_me = 0;
   MPI_CHECK(MPI_Comm_size(group_.c, &mpi_n));
   MPI_CHECK(MPI_Comm_rank(group_.c, &mpi_me));
@@ -111,6 +110,7 @@ CopyEngineComm::CopyEngineComm(std::unique_ptr<NcclComm> inner, MPI_Comm group, 
   write_value_ = driver_fn("cuStreamWriteValue32");
   wait_value_ = driver_fn("cuStreamWaitValue32");
   flags_ = std::make_unique<Mapped>(sizeof(uint32_t) * 2 * kMaxRanks, group_.c, me, n);
+  inner_ = std::move(inner);  // only now: a constructor that fails leaves the caller its NCCL comm
 }
 
 CopyEngineComm::~CopyEngineComm() {
@@ -201,15 +201,17 @@ std::unique_ptr<Comm> shard_group_comm(const NcclComm& world, int color, int key
   if (transport == "nccl" || nccl->size() == 1) return nccl;
   MPI_Comm g = MPI_COMM_NULL;
   MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, color, key, &g));
-  // The checks in the constructor fail on every rank of the group together, so "auto" falls back together.
+  // The checks in the constructor fail on every rank of the group together, so "auto" falls back together (to
+  // the group's NCCL comm, which a failed constructor leaves untouched: no world-wide collective here, since
+  // other groups may have succeeded).
   std::unique_ptr<Comm> ce;
   try {
     ce = std::make_unique<CopyEngineComm>(std::move(nccl), g, world.comm_stream());
   } catch (const Error& e) {
     MPI_Comm_free(&g);
-    if (transport != "auto") throw;
+    if (transport != "auto" || !nccl) throw;
     if (note) *note = std::string("copy engines not usable, NCCL instead: ") + e.what();
-    return world.split(color, key);
+    return nccl;
   }
   MPI_CHECK(MPI_Comm_free(&g));
   return ce;

@@ -30,9 +30,9 @@ namespace vit {
 class CopyEngineComm final : public Comm {
  public:
   // `inner` and `group` hold the same ranks in the same order (ncclCommSplit / MPI_Comm_split with the same
-  // color and key); the group is duplicated. Fails with a one-line error when the ranks are not GPUs of one
-  // host that can map each other's memory.
-  CopyEngineComm(std::unique_ptr<NcclComm> inner, MPI_Comm group, CommStream& cs);
+  // color and key); the group is duplicated. Fails with a one-line error, on every rank of the group together,
+  // when the ranks are not GPUs of one host that can map each other's memory; `inner` is taken only on success.
+  CopyEngineComm(std::unique_ptr<NcclComm>&& inner, MPI_Comm group, CommStream& cs);
   ~CopyEngineComm() override;
   CopyEngineComm(const CopyEngineComm&) = delete;
   CopyEngineComm& operator=(const CopyEngineComm&) = delete;

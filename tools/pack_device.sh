@@ -6,7 +6,7 @@ BUILD=${1:-build}
 DST=.devcarry
 rm -rf "$DST" && mkdir -p "$DST/bin/lib" "$DST/anchors"
 # BINS: which programs to take (the carry limit is 64 MiB in all); default: everything.
-for f in ${BINS:-vit_train vit_eval fmnist_convert plot_metrics ckpt_tool gpu_tests bench_train "$BUILD"/bench_*}; do
+for f in ${BINS:-vit_train vit_eval fmnist_convert plot_metrics ckpt_tool gpu_tests test_comm_transport bench_train "$BUILD"/bench_*}; do
   f=$(basename "$f")
   [ -x "$BUILD/$f" ] && strip -o "$DST/bin/$f" "$BUILD/$f"
 done

@@ -47,6 +47,12 @@ sys.exit(0 if ok else 1)
 PY
 }
 bad=0
+# The copy-engine transport's collectives against exact results and NCCL's (tests/gpu_mpi/test_comm_transport.cu).
+timeout 300 mpirun --allow-run-as-root -np "$N" -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH "$BIN/test_comm_transport" \
+  > "$T/transport.log" 2>&1
+rc=$?
+grep -E "TRANSPORT|FAIL|error" "$T/transport.log"
+[ "$rc" = 0 ] || { tail -5 "$T/transport.log"; echo "FAIL: test_comm_transport (exit $rc)"; bad=1; }
 run one 1 || bad=1
 run one_acc 1 training.micro_batch_size=$((GB / N)) training.grad_accum=$N || bad=1
 run many "$N" || bad=1

@@ -1,0 +1,185 @@
+// The copy-engine transport (engine/comm_ce.h) against NCCL and a host reference, on every GPU of one host:
+//   mpirun -np N test_comm_transport       (run by tests/gpu/multi_gpu_equivalence.sh; N >= 2)
+// Counts that grow (the staging is re-made collectively) and are not multiples of anything, fp32 and bf16,
+// all-gathers in and out of place, reduce-scatters; outputs poisoned first; inputs written by a compute-stream
+// kernel just before the collective (no host sync: the collective must wait for it); results read back by a
+// compute-stream kernel after wait(ticket) (compute must wait for the collective); and a burst of collectives
+// issued back to back before anything is checked (the flags' sequence numbers under pipelining).
+#include <mpi.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "engine/check.h"
+#include "engine/comm_ce.h"
+#include "engine/comm_mpi.h"
+#include "engine/comm_nccl.h"
+#include "engine/cuda_buffer.h"
+#include "engine/rng.h"
+#include "engine/run.h"
+#include "kernels/types.h"
+
+namespace {
+
+using namespace vit;
+
+// Input value i of rank r in case c: exact in bf16 (8 significant bits) so sums compare without rounding doubts.
+__host__ __device__ float input_value(int c, int r, size_t i) {
+  return (float)((int)(rng::bits((uint64_t)c, (uint64_t)r, i) % 255) - 127) / 64.f;
+}
+template <class T>
+__global__ void fill_input(T* x, size_t n, int c, int r) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    x[i] = (T)input_value(c, r, i);
+}
+template <class T>
+__global__ void copy_out(const T* x, float* y, size_t n) {  // the compute stream reads the collective's output
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    y[i] = (float)x[i];
+}
+
+template <class T>
+DType dtype_of();
+template <>
+DType dtype_of<float>() {
+  return DType::f32;
+}
+template <>
+DType dtype_of<bf16>() {
+  return DType::bf16;
+}
+
+struct Checker {
+  int failures = 0, cases = 0;
+  int rank = 0;
+  void expect(bool ok, const std::string& what) {
+    ++cases;
+    if (!ok) {
+      ++failures;
+      std::printf("FAIL rank %d: %s\n", rank, what.c_str());
+    }
+  }
+};
+
+// One collective of kind `k` ("ag", "ag_inplace", "rs") through `comm`, inputs filled on the compute stream,
+// output poisoned, read back through the compute stream after wait(ticket). Returns the output as float.
+template <class T>
+std::vector<float> run_one(Comm& comm, cudaStream_t compute, const std::string& k, size_t count, int c) {
+  const int n = comm.size(), me = comm.rank();
+  const size_t out_n = k == "rs" ? count : count * n, in_n = k == "rs" ? count * n : count;
+  gpu::DeviceBuffer<T> out(out_n), in(in_n);
+  gpu::DeviceBuffer<float> check(out_n);
+  CUDA_CHECK(cudaMemsetAsync(out.get(), 0xFF, out.bytes(), compute));  // NaN in fp32 and bf16
+  T* send = k == "ag_inplace" ? out.get() + count * me : in.get();
+  fill_input<<<256, 256, 0, compute>>>(send, in_n, c, me);
+  CUDA_CHECK_LAUNCH();
+  if (k == "rs") comm.reduce_scatter(out.get(), send, count, dtype_of<T>());
+  else comm.allgather(out.get(), send, count, dtype_of<T>());
+  comm.wait(comm.ticket());
+  copy_out<<<256, 256, 0, compute>>>(out.get(), check.get(), out_n);
+  CUDA_CHECK_LAUNCH();
+  std::vector<float> host(out_n);
+  CUDA_CHECK(cudaMemcpyAsync(host.data(), check.get(), check.bytes(), cudaMemcpyDeviceToHost, compute));
+  CUDA_CHECK(cudaStreamSynchronize(compute));
+  return host;
+}
+
+// What the collective must produce on this rank (sums of bf16-exact inputs over at most 8 ranks are exact).
+std::vector<float> expected(const std::string& k, size_t count, int c, int n, int me) {
+  std::vector<float> e(k == "rs" ? count : count * n);
+  for (size_t i = 0; i < e.size(); ++i) {
+    if (k == "rs") {
+      float s = 0;
+      for (int r = 0; r < n; ++r) s += input_value(c, r, count * me + i);
+      e[i] = s;
+    } else {
+      e[i] = input_value(c, (int)(i / count), i % count);
+    }
+  }
+  return e;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    MpiSession mpi(&argc, &argv);
+    CUDA_CHECK(cudaSetDevice(rank_device(mpi.local_rank(), mpi.rank())));
+    cudaStream_t compute = nullptr;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&compute, cudaStreamNonBlocking));
+    int bad = 0;
+    {
+      CommStream cs(compute);
+      auto world = NcclComm::world(cs);
+      VIT_REQUIRE(world->size() >= 2, "test_comm_transport needs at least 2 ranks (mpirun -np 2)");
+      std::unique_ptr<Comm> nccl = shard_group_comm(*world, 0, mpi.rank(), "nccl");
+      std::unique_ptr<Comm> ce = shard_group_comm(*world, 0, mpi.rank(), "copy_engine");
+      Checker ck;
+      ck.rank = mpi.rank();
+      ck.expect(dynamic_cast<CopyEngineComm*>(ce.get()) != nullptr, "transport copy_engine built a copy-engine comm");
+      const int n = ce->size(), me = ce->rank();
+      int c = 0;
+      for (size_t count : {size_t{1}, size_t{7}, size_t{4097}, size_t{1000003}, size_t{64}, size_t{3000017}}) {
+        for (const std::string k : {"ag", "ag_inplace", "rs"}) {
+          ++c;
+          const auto e = expected(k, count, c, n, me);
+          const auto f = run_one<float>(*ce, compute, k, count, c);
+          const auto g = run_one<float>(*nccl, compute, k, count, c);
+          const auto h = run_one<bf16>(*ce, compute, k, count, c);
+          size_t bad_f = 0, bad_g = 0, bad_h = 0;
+          for (size_t i = 0; i < e.size(); ++i) {
+            bad_f += std::memcmp(&f[i], &e[i], 4) != 0;
+            bad_g += std::memcmp(&g[i], &f[i], 4) != 0;
+            // bf16 sums of up to 8 values of 8 bits round once: within half a bf16 ulp of the exact sum.
+            bad_h += !(std::fabs(h[i] - e[i]) <= std::ldexp(std::fabs(e[i]), -8));
+          }
+          const std::string what = k + " count " + std::to_string(count);
+          ck.expect(bad_f == 0, what + " fp32: " + std::to_string(bad_f) + " elements differ from the exact result");
+          ck.expect(bad_g == 0, what + " fp32: " + std::to_string(bad_g) + " elements differ from NCCL's");
+          ck.expect(bad_h == 0, what + " bf16: " + std::to_string(bad_h) + " elements off by more than rounding");
+        }
+      }
+      // A burst: 40 collectives of alternating kinds and sizes issued without a host sync in between.
+      {
+        constexpr int kBurst = 40;
+        std::vector<gpu::DeviceBuffer<float>> outs, ins;
+        std::vector<size_t> counts;
+        for (int b = 0; b < kBurst; ++b) {
+          const size_t count = 1000 + 7919 * (size_t)b;
+          counts.push_back(count);
+          outs.emplace_back(b % 2 ? count : count * n);
+          ins.emplace_back(b % 2 ? count * n : count);
+          CUDA_CHECK(cudaMemsetAsync(outs.back().get(), 0xFF, outs.back().bytes(), compute));
+          fill_input<<<256, 256, 0, compute>>>(ins.back().get(), ins.back().size(), 1000 + b, me);
+          CUDA_CHECK_LAUNCH();
+          if (b % 2) ce->reduce_scatter(outs.back().get(), ins.back().get(), count, DType::f32);
+          else ce->allgather(outs.back().get(), ins.back().get(), count, DType::f32);
+        }
+        ce->wait(ce->ticket());
+        CUDA_CHECK(cudaStreamSynchronize(compute));
+        size_t wrong = 0;
+        for (int b = 0; b < kBurst; ++b) {
+          std::vector<float> got(outs[(size_t)b].size());
+          CUDA_CHECK(cudaMemcpy(got.data(), outs[(size_t)b].get(), outs[(size_t)b].bytes(), cudaMemcpyDeviceToHost));
+          const auto e = expected(b % 2 ? "rs" : "ag", counts[(size_t)b], 1000 + b, n, me);
+          for (size_t i = 0; i < e.size(); ++i) wrong += std::memcmp(&got[i], &e[i], 4) != 0;
+        }
+        ck.expect(wrong == 0, "burst of " + std::to_string(kBurst) + " collectives: " + std::to_string(wrong) +
+                                  " elements wrong");
+      }
+      std::printf("TRANSPORT rank %d/%d: %d of %d checks pass (copy engines vs exact results and NCCL)\n", me, n,
+                  ck.cases - ck.failures, ck.cases);
+      bad = ck.failures;
+    }
+    int any = 0;
+    MPI_CHECK(MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    CUDA_CHECK(cudaStreamDestroy(compute));
+    return any ? 1 : 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "test_comm_transport: %s\n", e.what());
+    return 1;
+  }
+}
