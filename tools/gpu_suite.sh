@@ -188,7 +188,8 @@ if has scaling; then
   # Several GPUs of one host: 1 vs N equivalence, then ViT-B/16 b256 per GPU on 1 and N GPUs beside PyTorch
   # FSDP2 (same call): img/s, scaling and per-rank memory against ZeRO-3's 16 B/param/N formula.
   bash tests/gpu/multi_gpu_equivalence.sh "$BIN" 2>&1 | tee "$LOG/equiv.log" | tail -8
-  grep -E "EQUIV|FAIL|skipped" "$LOG/equiv.log" >> "$SUMMARY"
+  grep -E "EQUIV|TRANSPORT|FAIL|skipped" "$LOG/equiv.log" >> "$SUMMARY"
+  bash tests/gpu/multi_gpu_faults.sh "$BIN" 2>&1 | tee "$LOG/faults.log" | grep -E "FAULT|skipped" | tee -a "$SUMMARY"
   for np in 1 $N; do
     for extra in "" "distributed.grad_reduce_dtype=bf16"; do
       with_clocks "bench_train np=$np $extra" engine $np $extra
