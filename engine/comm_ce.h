@@ -1,5 +1,6 @@
-// Copy-engine collectives for the GPUs of one host (distributed.transport = "auto", the default, or "copy_engine"): all-gather and
-// reduce-scatter move their bytes with the GPUs' copy engines over NVLink instead of NCCL's kernels.
+// Copy-engine collectives for the GPUs of one host (distributed.transport = "auto", the default, or
+// "copy_engine"): all-gather and reduce-scatter move their bytes with the GPUs' copy engines over NVLink instead
+// of NCCL's kernels.
 //
 // Why: NCCL's kernels move data through the SMs, and a GEMM running beside them loses 5-9% of its speed, while
 // copy-engine writes of 3.6x the bytes cost it 2% (tools/bench_overlap, docs/benchmarks.md run 92). The 2-GPU
