@@ -1,11 +1,10 @@
 #include "engine/comm_ce.h"
 
-#include <cuda.h>
-
 #include <exception>
 #include <vector>
 
 #include "engine/check.h"
+#include "engine/cuda_driver.h"
 #include "kernels/types.h"
 
 namespace vit {
@@ -15,21 +14,6 @@ namespace {
 constexpr int kMaxRanks = 8;  // GPUs of one host
 using WriteValue = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
 using WaitValue = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
-
-void* driver_fn(const char* name) {
-  void* fn = nullptr;
-  cudaDriverEntryPointQueryResult found{};
-  CUDA_CHECK(cudaGetDriverEntryPointByVersion(name, &fn, 12000, cudaEnableDefault, &found));
-  VIT_REQUIRE(found == cudaDriverEntryPointSuccess && fn != nullptr, "distributed.transport = \"copy_engine\": the ",
-              "CUDA driver has no ", name, ": update the driver or use transport = \"nccl\"");
-  return fn;
-}
-
-#define CU_CHECK(call)                                                                          \
-  do {                                                                                          \
-    const CUresult cu_rc_ = (call);                                                             \
-    if (cu_rc_ != CUDA_SUCCESS) ::vit::fail(__FILE__, ":", __LINE__, ": ", #call, " failed (CUresult ", (int)cu_rc_, ")"); \
-  } while (0)
 
 // recv[i] = own[i] + the staged pieces' [i], summed in fp32.
 struct Staged {
@@ -107,8 +91,9 @@ CopyEngineComm::CopyEngineComm(std::unique_ptr<NcclComm>&& inner, MPI_Comm group
   VIT_REQUIRE(local_n == n && n <= kMaxRanks, "distributed.transport = \"copy_engine\" needs every rank of a shard ",
               "group on one host (at most ", kMaxRanks, " GPUs); this group of ", n, " ranks has ", local_n,
               " on this host: use transport = \"nccl\" or a dp_shard of the GPUs per host");
-  write_value_ = driver_fn("cuStreamWriteValue32");
-  wait_value_ = driver_fn("cuStreamWaitValue32");
+  const char* fix = "distributed.transport = \"copy_engine\" needs it: update the driver or use \"nccl\"";
+  write_value_ = driver_entry_point("cuStreamWriteValue32", fix);
+  wait_value_ = driver_entry_point("cuStreamWaitValue32", fix);
   flags_ = std::make_unique<Mapped>(sizeof(uint32_t) * 2 * kMaxRanks, group_.c, me, n);
   inner_ = std::move(inner);  // only now: a constructor that fails leaves the caller its NCCL comm
 }

@@ -2,6 +2,7 @@
 #include "kernels/tensor_map.h"
 
 #include "engine/cuda_check.h"
+#include "engine/cuda_driver.h"
 
 namespace vit::gpu {
 namespace {
@@ -11,10 +12,7 @@ using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*
 }  // namespace
 
 TensorMapEncoder::TensorMapEncoder() {
-  cudaDriverEntryPointQueryResult found{};
-  CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &encode_, 12000, cudaEnableDefault, &found));
-  VIT_REQUIRE(found == cudaDriverEntryPointSuccess && encode_ != nullptr,
-              "attention: the driver has no cuTensorMapEncodeTiled (needs CUDA 12 or newer)");
+  encode_ = driver_entry_point("cuTensorMapEncodeTiled", "the attention kernels need a CUDA 12 or newer driver");
 }
 
 CUtensorMap TensorMapEncoder::bf16_2d(const bf16* base, i64 rows, i64 cols, i64 ld, int box_rows,

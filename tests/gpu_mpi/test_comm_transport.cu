@@ -18,6 +18,7 @@
 #include "engine/comm_mpi.h"
 #include "engine/comm_nccl.h"
 #include "engine/cuda_buffer.h"
+#include "engine/fsdp.h"  // dtype_of
 #include "engine/rng.h"
 #include "engine/run.h"
 #include "kernels/types.h"
@@ -39,17 +40,6 @@ template <class T>
 __global__ void copy_out(const T* x, float* y, size_t n) {  // the compute stream reads the collective's output
   for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
     y[i] = (float)x[i];
-}
-
-template <class T>
-DType dtype_of();
-template <>
-DType dtype_of<float>() {
-  return DType::f32;
-}
-template <>
-DType dtype_of<bf16>() {
-  return DType::bf16;
 }
 
 struct Checker {
