@@ -250,10 +250,19 @@ if has comm && ((N > 1)); then  # several GPUs of one host
   #   C one GPU, the others idle (the scaling's base) D the N-GPU job with the least traffic (no backward all-gathers,
   #                                                     bf16 reduce-scatters)
   #   E the N-GPU job over NCCL's kernels (distributed.transport = nccl; the defaults use the copy engines)
+  #   F as A, with every GPU pair's link carrying copy-engine copies at the job's mean rate (tools/bench_link_trickle)
+  #   G as A, with a trickle on the links (64 KiB every ~0.2 ms): link activity without the bytes
   ROUNDS=${ROUNDS:-1}
   CONDS=${CONDS:-A B E C}
   read -ra win <<< "${COMM_WIN:---warmup 120 --steps 300} --phases"  # COMM_WIN: a shorter window
   ETAG=COMM_HEAT engine "$N" --warmup 600 --steps 40 > /dev/null
+  trickle() {  # trickle BYTES PERIOD_US: condition A beside bench_link_trickle
+    "$BIN/bench_link_trickle" 3600 "$1" "$2" > "$LOG/trickle.log" 2>&1 &
+    local t=$!
+    alone "${win[@]}"
+    kill -TERM "$t"; wait "$t"
+    grep -E "TRICKLE|error" "$LOG/trickle.log" | tee -a "$SUMMARY"
+  }
   run_cond() {
     case $1 in
       A) ETAG=COMM_A alone "${win[@]}" ;;
@@ -261,6 +270,8 @@ if has comm && ((N > 1)); then  # several GPUs of one host
       C) ETAG=COMM_C engine 1 "${win[@]}" ;;
       D) ETAG=COMM_D engine "$N" "${win[@]}" distributed.reshard_after_forward=false distributed.grad_reduce_dtype=bf16 ;;
       E) ETAG=COMM_E engine "$N" "${win[@]}" distributed.transport=nccl ;;
+      F) ETAG=COMM_F trickle 4194304 700 ;;  # ~5.5 GB/s into each GPU: the 2-GPU ZeRO-3 step's 344 MB per 63 ms
+      G) ETAG=COMM_G trickle 65536 200 ;;
     esac
   }
   read -ra fwd <<< "$CONDS"
@@ -272,7 +283,7 @@ import re, sys
 runs = {}  # condition -> the rate of each run (A: its slowest GPU, which paces a synchronous job)
 alone = {}  # A: every GPU's rate, one list per run
 for l in open(sys.argv[1]):
-    m = re.match(r"COMM_((A)_ALONE gpu=(\d+)|B|C|D|E) .*rank=(\d+)/\d+ .*img_s=(\d+)", l)
+    m = re.match(r"COMM_(([AFG])_ALONE gpu=(\d+)|B|C|D|E) .*rank=(\d+)/\d+ .*img_s=(\d+)", l)
     if not m: continue
     if m[2]:  # one line per GPU, GPU 0 first
         if m[3] == "0": alone.setdefault(m[2], []).append([])
@@ -282,12 +293,13 @@ for l in open(sys.argv[1]):
 for c, a in alone.items(): runs[c] = [min(x) for x in a]
 mean = {c: sum(v) / len(v) for c, v in runs.items()}
 names = {"A": "every GPU alone at once (slowest)", "B": "N-GPU job", "C": "one GPU", "D": "N-GPU job, least traffic",
-         "E": "N-GPU job, NCCL kernels"}
+         "E": "N-GPU job, NCCL kernels", "F": "every GPU alone at once beside link traffic (slowest)",
+         "G": "every GPU alone at once beside a link trickle (slowest)"}
 for c in sorted(runs):
     print(f"BALANCED {names[c]}: {' '.join(map(str, runs[c]))} img/s, mean {mean[c]:.0f}")
 if "A" in mean:
     every = [v for run in alone["A"] for v in run]
-    for c in "BDE":
+    for c in "BDEFG":
         if c in mean:
             print(f"BALANCED COMM {names[c]}: step {100 * (mean['A'] / mean[c] - 1):+.1f}% against the slowest GPU alone at once "
                   f"({100 * (sum(every) / len(every) / mean[c] - 1):+.1f}% against all GPUs' mean)")
