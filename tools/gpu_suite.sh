@@ -2,7 +2,7 @@
 # The one script the GPU machine runs: every GPU test (each test case in its own process, so one crash
 # cannot hide the others), every kernel benchmark, the training benchmark, and the PyTorch anchors in the
 # same run. Builds nothing: expects binaries in $BIN (default .devcarry/bin, made by tools/pack_device.sh).
-#   bash tools/gpu_suite.sh [tests|bench|train|attn|parity|fmnist|trainrun|recipe|scaling|comm|ops|overlap|loader|anchors|all]...
+#   bash tools/gpu_suite.sh [tests|bench|train|attn|parity|fmnist|trainrun|recipe|scaling|comm|links|ops|overlap|loader|anchors|all]...
 set -uo pipefail
 BIN=${BIN:-.devcarry/bin}
 # pack_device.sh ships the programs as one archive (the carry limit): unpack it once.
@@ -85,6 +85,16 @@ alone() {  # alone [bench_train flags and overrides]
     grep -E "ENGINE|PHASES|GEMM" "$LOG/alone$g.log" | sed "s/^ENGINE /${ETAG:-ENGINE}_ALONE gpu=$g /; s/^PHASES /PHASES gpu=$g /; s/^GEMM /GEMM gpu=$g /" \
       | tee -a "$SUMMARY"
   done
+}
+
+# `alone` beside tools/bench_link_trickle: every GPU pair's NVLink carrying BYTES of copy-engine copies every
+# PERIOD_US, no kernel (what busy links alone cost a training: docs/benchmarks.md run 98).
+trickle() {  # trickle BYTES PERIOD_US [bench_train flags and overrides]
+  "$BIN/bench_link_trickle" 3600 "$1" "$2" > "$LOG/trickle.log" 2>&1 &
+  local t=$!
+  alone "${@:3}"
+  kill -TERM "$t"; wait "$t"
+  grep -E "TRICKLE|error" "$LOG/trickle.log" | tee -a "$SUMMARY"
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$SUMMARY"
@@ -256,13 +266,6 @@ if has comm && ((N > 1)); then  # several GPUs of one host
   CONDS=${CONDS:-A B E C}
   read -ra win <<< "${COMM_WIN:---warmup 120 --steps 300} --phases"  # COMM_WIN: a shorter window
   ETAG=COMM_HEAT engine "$N" --warmup 600 --steps 40 > /dev/null
-  trickle() {  # trickle BYTES PERIOD_US: condition A beside bench_link_trickle
-    "$BIN/bench_link_trickle" 3600 "$1" "$2" > "$LOG/trickle.log" 2>&1 &
-    local t=$!
-    alone "${win[@]}"
-    kill -TERM "$t"; wait "$t"
-    grep -E "TRICKLE|error" "$LOG/trickle.log" | tee -a "$SUMMARY"
-  }
   run_cond() {
     case $1 in
       A) ETAG=COMM_A alone "${win[@]}" ;;
@@ -270,8 +273,8 @@ if has comm && ((N > 1)); then  # several GPUs of one host
       C) ETAG=COMM_C engine 1 "${win[@]}" ;;
       D) ETAG=COMM_D engine "$N" "${win[@]}" distributed.reshard_after_forward=false distributed.grad_reduce_dtype=bf16 ;;
       E) ETAG=COMM_E engine "$N" "${win[@]}" distributed.transport=nccl ;;
-      F) ETAG=COMM_F trickle 4194304 700 ;;  # ~5.5 GB/s into each GPU: the 2-GPU ZeRO-3 step's 344 MB per 63 ms
-      G) ETAG=COMM_G trickle 65536 200 ;;
+      F) ETAG=COMM_F trickle 4194304 700 "${win[@]}" ;;  # ~5.5 GB/s into each GPU: the 2-GPU ZeRO-3 step's 344 MB per 63 ms
+      G) ETAG=COMM_G trickle 65536 200 "${win[@]}" ;;
     esac
   }
   read -ra fwd <<< "$CONDS"
@@ -321,6 +324,42 @@ if "C" in mean:
     for c in "BDE":
         if c in mean:
             print(f"BALANCED SCALING {names[c]}: {mean[c]:.0f} / {mean['C']:.0f} img/s per GPU = {100 * mean[c] / mean['C']:.1f}%")
+PY
+fi
+
+if has links && ((N > 1)); then  # several GPUs of one host
+  # How often must the links wake to cost the clock? Every GPU alone at once (period 0: no trickle process) and
+  # beside 64 KiB copies every PERIODS microseconds (1 s: peer access on, links almost always idle), heated
+  # first, in mirrored order. If long idle gaps are free, batching the collectives into bursts is the lever.
+  read -ra win <<< "${COMM_WIN:---warmup 120 --steps 300}"
+  read -ra periods <<< "0 ${PERIODS:-1000000 5000 1000 200}"
+  nvidia-smi nvlink -s 2>&1 | awk '/^GPU/ {g = $2} /Link/ {n[g]++; s[g] = $(NF - 1) " " $NF}
+    END {for (k in n) print "NVLINK GPU " k " " n[k] " links at " s[k]}' | sort | tee -a "$SUMMARY"
+  ETAG=LINKS_HEAT engine "$N" --warmup 600 --steps 40 > /dev/null
+  link_run() {  # link_run PERIOD_US
+    if [ "$1" = 0 ]; then ETAG=LINKS_P0 alone "${win[@]}"; else ETAG="LINKS_P$1" trickle 65536 "$1" "${win[@]}"; fi
+  }
+  for p in "${periods[@]}" $(printf '%s\n' "${periods[@]}" | tac); do with_clocks "links $p" link_run "$p"; done
+  python3 - "$SUMMARY" <<'PY' | tee -a "$SUMMARY"
+import re, sys
+rate, clock = {}, {}  # period -> per run: the slowest GPU's img/s; every GPU's MHz
+run = []
+for l in open(sys.argv[1]):
+    m = re.match(r"LINKS_P(\d+)_ALONE gpu=(\d+) .*img_s=(\d+)", l)
+    if m: run.append(int(m[3]))
+    m = re.match(r"CLOCKS links (\d+): (.*)", l)
+    if m:
+        p = int(m[1])
+        if run: rate.setdefault(p, []).append(min(run))
+        clock.setdefault(p, []).extend(float(x) for x in re.findall(r"GPU \d+ (\d+) MHz", m[2]))
+        run = []
+base = sum(rate.get(0, [0])) / max(1, len(rate.get(0, [])))
+for p in sorted(rate):
+    r, c = rate[p], clock.get(p, [])
+    mean = sum(r) / len(r)
+    cost = f"step {100 * (base / mean - 1):+.1f}% against no trickle" if p and base else "the base"
+    print(f"LINKS {f'64 KiB every {p} us' if p else 'no trickle'}: slowest GPU {' '.join(map(str, r))} img/s, mean {mean:.0f}, "
+          f"SM clock mean {sum(c) / max(1, len(c)):.0f} MHz: {cost}")
 PY
 fi
 
