@@ -332,9 +332,11 @@ if has links && ((N > 1)); then  # several GPUs of one host
   # beside 64 KiB copies every PERIODS microseconds (1 s: peer access on, links almost always idle), heated
   # first, in mirrored order. If long idle gaps are free, batching the collectives into bursts is the lever.
   read -ra win <<< "${COMM_WIN:---warmup 120 --steps 300}"
-  read -ra periods <<< "0 ${PERIODS:-1000000 5000 1000 200}"
+  read -ra periods <<< "0 ${PERIODS:-1000000 100000 20000 5000 2000}"  # run 99: 2 ms costs all, 1 s nothing
   nvidia-smi nvlink -s 2>&1 | awk '/^GPU/ {g = $2} /Link/ {n[g]++; s[g] = $(NF - 1) " " $NF}
     END {for (k in n) print "NVLINK GPU " k " " n[k] " links at " s[k]}' | sort | tee -a "$SUMMARY"
+  # What this driver tells (read only) about the links' low-power state and its idle threshold.
+  nvidia-smi nvlink -h 2>&1 | grep -iE "pow|pwr|thresh|sleep" | sed 's/^ */NVLINK option: /' | tee -a "$SUMMARY"
   ETAG=LINKS_HEAT engine "$N" --warmup 600 --steps 40 > /dev/null
   link_run() {  # link_run PERIOD_US
     if [ "$1" = 0 ]; then ETAG=LINKS_P0 alone "${win[@]}"; else ETAG="LINKS_P$1" trickle 65536 "$1" "${win[@]}"; fi
