@@ -213,11 +213,13 @@ if has scaling; then
   with_clocks "bench_train np=1 sustained" engine 1 "${sustained[@]}"
   with_clocks "bench_train $N independent 1-GPU runs at once, sustained" alone "${sustained[@]}"
   with_clocks "bench_train np=$N sustained" engine $N "${sustained[@]}"
+  # FSDP2 with its clocks too: does its N-GPU step lose the clock to the links as the engine's does (run 98)?
+  fsdp2() {  # fsdp2 MODE NP
+    (cd "$ANCH" && PYTHONUNBUFFERED=1 timeout 400 torchrun --nproc-per-node "$2" anchor_fsdp2.py vit_base_patch16_224 256 \
+      "$1" 2>&1 | grep FSDP2) | tee -a "$SUMMARY"
+  }
   for mode in eager compile; do
-    for np in 1 $N; do
-      (cd "$ANCH" && PYTHONUNBUFFERED=1 timeout 400 torchrun --nproc-per-node $np anchor_fsdp2.py vit_base_patch16_224 256 $mode \
-        2>&1 | grep FSDP2) | tee -a "$SUMMARY"
-    done
+    for np in 1 $N; do with_clocks "FSDP2 $mode np=$np" fsdp2 $mode $np; done
   done
   # Scaling = per-GPU img/s on N GPUs / img/s on one, for the engine and for FSDP2 (same call).
   python3 - "$SUMMARY" <<'PY' | tee -a "$SUMMARY"
@@ -337,6 +339,9 @@ if has links && ((N > 1)); then  # several GPUs of one host
     END {for (k in n) print "NVLINK GPU " k " " n[k] " links at " s[k]}' | sort | tee -a "$SUMMARY"
   # What this driver tells (read only) about the links' low-power state and its idle threshold.
   nvidia-smi nvlink -h 2>&1 | grep -iE "pow|pwr|thresh|sleep" | sed 's/^ */NVLINK option: /' | tee -a "$SUMMARY"
+  for opt in $(nvidia-smi nvlink -h 2>&1 | grep -oE -- "--get[A-Za-z]*(Pow|Pwr|Thres)[A-Za-z]*" | sort -u); do
+    nvidia-smi nvlink "$opt" 2>&1 | head -6 | sed "s/^/NVLINK $opt: /" | tee -a "$SUMMARY"  # "get" only: reads
+  done
   ETAG=LINKS_HEAT engine "$N" --warmup 600 --steps 40 > /dev/null
   link_run() {  # link_run PERIOD_US
     if [ "$1" = 0 ]; then ETAG=LINKS_P0 alone "${win[@]}"; else ETAG="LINKS_P$1" trickle 65536 "$1" "${win[@]}"; fi
