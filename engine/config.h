@@ -128,6 +128,7 @@ struct DistributedConfig {
   std::string outer_strategy = "replicate";      // replicate | shard (optimizer state over outer groups)
   std::string grad_reduce_dtype = "fp32";        // fp32 | bf16
   bool reshard_after_forward = true;             // ZeRO-3: false keeps every gathered unit from forward to backward
+  int comm_burst = 1;                            // units whose all-gathers / reduce-scatters are issued together
   double timeout_s = 600;                        // a stalled collective ends the job after this long
   std::string transport = "auto";                // auto | nccl | copy_engine (GPU shard groups of one host)
   bool operator==(const DistributedConfig&) const = default;

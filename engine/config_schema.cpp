@@ -493,6 +493,9 @@ std::vector<Field> build_fields() {
   f.push_back(bool_field("distributed.reshard_after_forward", VIT_MEMBER(distributed.reshard_after_forward),
                           "ZeRO-3: false keeps the gathered parameters for backward (no backward all-gathers); "
                           "the other strategies hold full parameters anyway"));
+  f.push_back(int_field("distributed.comm_burst", VIT_MEMBER(distributed.comm_burst), 1, 1024,
+                        "ZeRO-3 gathers k units at once, ZeRO-2/3 reduce-scatter k units at once, so the GPUs' links "
+                        "idle between bursts (+k-1 gathered units, +2k-2 unit gradients per rank)"));
   f.push_back(choice_field("distributed.transport", VIT_MEMBER(distributed.transport), {"auto", "nccl", "copy_engine"},
                            "GPU shard groups: all-gathers and reduce-scatters by the copy engines (no SMs; the GPUs "
                            "of one host) or NCCL's kernels; auto = copy engines where they work; all-reduces and "

@@ -22,6 +22,11 @@
 // stream one unit later, so the compute never waits for the collective it just issued.
 // grad_reduce_dtype = bf16: gradients go over the wire as bf16 (half the bytes); accumulation over
 // micro-batches and the optimizer stay fp32. Comms of one rank move nothing and keep fp32.
+// Bursts (burst = k > 1): ZeRO-3 gathers the next k units at once whenever the next one is missing, and ZeRO-2/3
+// reduce-scatter k units' gradients at once (the last burst of backward may be shorter), so the links between
+// the GPUs idle k units long between collectives: a GPU whose links carry anything at least every ~2 ms loses
+// ~3% of its clock at the power cap (docs/benchmarks.md runs 98-99). Costs k + 1 parameter slots and 2k gradient
+// slots instead of 2 and 2.
 #pragma once
 #include <algorithm>
 #include <cstring>
@@ -58,6 +63,7 @@ struct FsdpOptions {
   bool outer_shard = false;  // shard the optimizer state over the outer groups too (needs a sharded strategy)
   bool bf16_reduce = false;  // gradients travel as bf16
   bool keep_gathered = false;  // ZeRO-3: gathered units stay from forward to backward (not resharded)
+  int burst = 1;               // units whose collectives are issued together (distributed.comm_burst)
 };
 
 template <class Ops>
@@ -79,6 +85,13 @@ class FsdpStore final : public ParamStore<Ops> {
     VIT_REQUIRE(!(opt.outer_shard && st_ == Strategy::no_shard && O > 1),
                 "distributed.outer_strategy = \"shard\" shards the optimizer over the outer groups, which needs a "
                 "sharded distributed.strategy (optim, optim_grads or optim_grads_params), not no_shard");
+    VIT_REQUIRE(opt.burst >= 1, "distributed.comm_burst must be >= 1, got ", opt.burst);
+    const int nunits = (int)layout.units().size();
+    burst_ = std::min(opt.burst, nunits);
+    // The unit computing and the next burst; a burst filling and the previous one being reduced. Never more
+    // slots than units: then every unit has its own.
+    pslots_ = std::max(2, std::min(burst_ + 1, nunits));
+    gslots_ = std::max(2, std::min(2 * burst_, nunits));
     outer_shard_ = opt.outer_shard && O > 1;
     const int split = outer_shard_ ? O : 1;  // optimizer pieces per shard
     wire_shard_ = opt.bf16_reduce && Sz > 1;
@@ -137,18 +150,23 @@ class FsdpStore final : public ParamStore<Ops> {
       kept_ready_.resize(nu);
       kept_.assign(nu, false);
     } else if (st_ == Strategy::optim_grads_params) {
-      for (int k = 0; k < 2; ++k) p_slot_[k] = alloc<P>(max_pad, "gathered parameters");
+      for (int k = 0; k < pslots_; ++k) p_slot_.push_back(alloc<P>(max_pad, "gathered parameters"));
     }
+    resident_.assign(pslots_, -1);
+    slot_ready_.resize(pslots_);
     if (sharded_grads())
-      for (int k = 0; k < 2; ++k) {
-        g_slot_[k] = alloc<G>(max_pad, "unit gradients");
-        rs_tmp_[k] = alloc<G>(max_shard, "reduce-scatter landing");
+      for (int k = 0; k < gslots_; ++k) {
+        g_slot_.push_back(alloc<G>(max_pad, "unit gradients"));
+        rs_tmp_.push_back(alloc<G>(max_shard, "reduce-scatter landing"));
       }
+    g_slot_read_.resize(gslots_);
+    const int wslots = std::max(2, gslots_);  // the shard's bursts use unit % gslots_, the other reductions unit % 2
     if (wire_shard_ || wire_outer_)
-      for (int k = 0; k < 2; ++k) {
-        wire_in_[k] = alloc<W>(max_pad, "bf16 gradient wire");
-        wire_out_[k] = alloc<W>(max_shard, "bf16 gradient wire (reduced)");
+      for (int k = 0; k < wslots; ++k) {
+        wire_in_.push_back(alloc<W>(max_pad, "bf16 gradient wire"));
+        wire_out_.push_back(alloc<W>(max_shard, "bf16 gradient wire (reduced)"));
       }
+    wire_read_.resize(wslots);
     fresh_.assign(nu, true);
     reduced_.assign(nu, false);
     scalars_ = alloc<S>(4, "norm scalars");
@@ -203,21 +221,26 @@ class FsdpStore final : public ParamStore<Ops> {
   // ---- ParamStore ----
   const P* unit_params(int u) override {
     if (st_ != Strategy::optim_grads_params) return full_p_[u];
-    return keep_ ? p_kept_[u] : p_slot_[u % 2];
+    return keep_ ? p_kept_[u] : p_slot_[u % pslots_];
   }
-  G* unit_grads(int u) override { return sharded_grads() ? g_slot_[u % 2] : full_g_[u]; }
+  G* unit_grads(int u) override { return sharded_grads() ? g_slot_[u % gslots_] : full_g_[u]; }
 
   void forward_begin(int u) override {
     use_params(u);
-    if (u + 1 < (int)padded_.size()) gather(u + 1);  // in flight while unit u computes
+    // In flight while unit u computes: the next burst, when the next unit is not there yet.
+    const int last = (int)padded_.size() - 1;
+    if (u < last && !gathered(u + 1))
+      for (int v = u + 1; v <= std::min(u + burst_, last); ++v) gather(v);
   }
   void forward_end(int) override {}
   void backward_begin(int u) override {
     use_params(u);
-    if (u > 0) gather(u - 1);
+    if (u > 0 && !gathered(u - 1))
+      for (int v = u - 1; v >= std::max(0, u - burst_); --v) gather(v);
     if (sharded_grads()) {
-      g_slot_read_[u % 2].wait();  // the reduce-scatter of unit u + 2 has read the slot
-      ops_.zero(g_slot_[u % 2], padded_[u] * sizeof(G));
+      const int k = u % gslots_;
+      g_slot_read_[k].wait();  // the reduce-scatter of unit u + gslots_ (a burst before) has read the slot
+      ops_.zero(g_slot_[k], padded_[u] * sizeof(G));
     }
   }
   void backward_end(int u) override {
@@ -225,21 +248,8 @@ class FsdpStore final : public ParamStore<Ops> {
       if (reduce_in_backward_) reduce_unit(u);
       return;
     }
-    // This micro-batch's unit gradient, summed over the shard group, lands on its owner: written straight
-    // into the gradient shard by the first micro-batch, added to it by later ones (and by the bf16 wire).
-    flush_pending();
-    const int k = u % 2;
-    const int64_t s = shard_range_[u].size();
-    if (wire_shard_) {
-      reduce_over_wire(shard_, k, g_slot_[k], padded_[u], grad_shard_[u], s, !fresh_[u]);
-    } else if (fresh_[u]) {
-      shard_.reduce_scatter(grad_shard_[u], g_slot_[k], s, dtype_of<G>());
-    } else {
-      shard_.reduce_scatter(rs_tmp_[k], g_slot_[k], s, dtype_of<G>());
-      pending_ = {grad_shard_[u], rs_tmp_[k], nullptr, s, true, mark(shard_)};
-    }
-    g_slot_read_[k] = mark(shard_);
-    fresh_[u] = false;
+    queued_.push_back(u);
+    if ((int)queued_.size() == burst_ || u == 0) reduce_queued();  // unit 0 ends backward
   }
 
   // ---- step ----
@@ -258,6 +268,7 @@ class FsdpStore final : public ParamStore<Ops> {
   // After the last micro-batch: complete the gradient reduction so each rank holds the global sum over
   // its optimizer range, and make the compute stream wait for it.
   void finish_grads() {
+    if (!queued_.empty()) reduce_queued();
     if (!sharded_grads())
       for (size_t u = 0; u < padded_.size(); ++u)
         if (!reduced_[u]) reduce_unit((int)u);
@@ -341,11 +352,34 @@ class FsdpStore final : public ParamStore<Ops> {
   };
 
   void flush_pending() {
-    if (!pending_.dst) return;
-    pending_.done.wait();
-    if (pending_.wire) ops_.wire_to_grad(pending_.dst, pending_.wire, pending_.n, pending_.add);
-    else ops_.add_inplace(pending_.dst, pending_.src, pending_.n);
-    pending_ = {};
+    for (const Pending& p : pending_) {
+      p.done.wait();
+      if (p.wire) ops_.wire_to_grad(p.dst, p.wire, p.n, p.add);
+      else ops_.add_inplace(p.dst, p.src, p.n);
+    }
+    pending_.clear();
+  }
+
+  // ZeRO-2/3: the queued units' gradients (one burst), each summed over the shard group onto its owner: written
+  // straight into the gradient shard by the first micro-batch, added to it by later ones (and by the bf16
+  // wire). What the previous burst landed is added first, on the compute stream, a burst after it was issued.
+  void reduce_queued() {
+    flush_pending();
+    for (int u : queued_) {
+      const int k = u % gslots_;
+      const int64_t s = shard_range_[u].size();
+      if (wire_shard_) {
+        reduce_over_wire(shard_, k, g_slot_[k], padded_[u], grad_shard_[u], s, !fresh_[u]);
+      } else if (fresh_[u]) {
+        shard_.reduce_scatter(grad_shard_[u], g_slot_[k], s, dtype_of<G>());
+      } else {
+        shard_.reduce_scatter(rs_tmp_[k], g_slot_[k], s, dtype_of<G>());
+        pending_.push_back({grad_shard_[u], rs_tmp_[k], nullptr, s, true, mark(shard_)});
+      }
+      g_slot_read_[k] = mark(shard_);
+      fresh_[u] = false;
+    }
+    queued_.clear();
   }
 
   // The compute stream waits for every collective issued so far.
@@ -402,8 +436,8 @@ class FsdpStore final : public ParamStore<Ops> {
       c.reduce_scatter(wire_out_[k], wire_in_[k], n_out, DType::bf16);
       landed = wire_out_[k];
     }
-    pending_ = {dst, nullptr, landed, n_out, add, mark(c)};
-    wire_read_[k] = pending_.done;
+    pending_.push_back({dst, nullptr, landed, n_out, add, mark(c)});
+    wire_read_[k] = pending_.back().done;
   }
 
   // This rank's optimizer range in the dtype forward reads: a piece of the parameter shard (ZeRO-3), the whole
@@ -428,7 +462,7 @@ class FsdpStore final : public ParamStore<Ops> {
       for (size_t u = 0; u < padded_.size(); ++u)
         shard_.allgather(full_p_[u], shard_copy((int)u), shard_range_[u].size(), dtype_of<P>());
     params_ready_ = mark(shard_);
-    resident_[0] = resident_[1] = -1;
+    resident_.assign(pslots_, -1);
     kept_.assign(kept_.size(), false);
   }
 
@@ -447,7 +481,13 @@ class FsdpStore final : public ParamStore<Ops> {
       kept_ready_[u] = {};  // waited once: backward and later micro-batches read it without waiting
       return;
     }
-    slot_ready_[u % 2].wait();
+    slot_ready_[u % pslots_].wait();
+  }
+
+  // Whether unit u's parameters are gathered (or being gathered) for use; always for the other strategies.
+  bool gathered(int u) const {
+    if (st_ != Strategy::optim_grads_params) return true;
+    return keep_ ? kept_[u] : resident_[u % pslots_] == u;
   }
 
   // ZeRO-3: issue the all-gather of unit u into its slot unless it is already there. The collective waits for
@@ -461,10 +501,11 @@ class FsdpStore final : public ParamStore<Ops> {
       kept_[u] = true;
       return;
     }
-    if (resident_[u % 2] == u) return;  // still there (the head between forward and backward)
-    shard_.allgather(p_slot_[u % 2], pshard_[u], shard_range_[u].size(), dtype_of<P>());
-    slot_ready_[u % 2] = mark(shard_);
-    resident_[u % 2] = u;
+    const int k = u % pslots_;
+    if (resident_[k] == u) return;  // still there (the last units between forward and backward)
+    shard_.allgather(p_slot_[k], pshard_[u], shard_range_[u].size(), dtype_of<P>());
+    slot_ready_[k] = mark(shard_);
+    resident_[k] = u;
   }
 
   template <class X>
@@ -485,19 +526,20 @@ class FsdpStore final : public ParamStore<Ops> {
   std::vector<M*> master_, adam_m_, adam_v_;
   std::vector<G*> grad_shard_, grad_opt_, full_g_;
   std::vector<P*> pshard_, full_p_;
-  P* p_slot_[2] = {nullptr, nullptr};
+  int burst_ = 1, pslots_ = 2, gslots_ = 2;
+  std::vector<P*> p_slot_;  // ZeRO-3 gathered units, unit u in slot u % pslots_
   bool keep_ = false;
   std::vector<P*> p_kept_;
   std::vector<Mark> kept_ready_;
   std::vector<bool> kept_;  // per unit: gathered since the parameters last changed
-  G* g_slot_[2] = {nullptr, nullptr};
-  G* rs_tmp_[2] = {nullptr, nullptr};
-  W* wire_in_[2] = {nullptr, nullptr};
-  W* wire_out_[2] = {nullptr, nullptr};
+  std::vector<G*> g_slot_, rs_tmp_;  // ZeRO-2/3 unit gradients and landings, unit u in slot u % gslots_
+  std::vector<W*> wire_in_, wire_out_;
   S* scalars_ = nullptr;
-  int resident_[2] = {-1, -1};
-  Mark slot_ready_[2], g_slot_read_[2], wire_read_[2], params_ready_;
-  Pending pending_;
+  std::vector<int> resident_;  // per parameter slot: the unit gathered there, or -1
+  std::vector<Mark> slot_ready_, g_slot_read_, wire_read_;
+  Mark params_ready_;
+  std::vector<Pending> pending_;
+  std::vector<int> queued_;  // units whose gradients wait for their burst's reduce-scatters
   std::vector<bool> fresh_, reduced_;  // per unit: no micro-batch landed yet / reduced this step
   bool reduce_in_backward_ = false;
   std::vector<void*> owned_;

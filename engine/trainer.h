@@ -67,6 +67,7 @@ class Trainer {
     fo.outer_shard = cfg.distributed.outer_strategy == "shard";
     fo.bf16_reduce = cfg.distributed.grad_reduce_dtype == "bf16";
     fo.keep_gathered = !cfg.distributed.reshard_after_forward;
+    fo.burst = cfg.distributed.comm_burst;
     store_ = std::make_unique<FsdpStore<Ops>>(layout_, ops_, *groups.shard, groups.outer, st, fo);
     const TrainingConfig& t = cfg.training;
     model_ = std::make_unique<ViT<Ops>>(cfg.model, layout_, ops_, t.micro_batch_size);

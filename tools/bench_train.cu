@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
     FsdpOptions fo;
     fo.bf16_reduce = cfg.distributed.grad_reduce_dtype == "bf16";
     fo.keep_gathered = !cfg.distributed.reshard_after_forward;
+    fo.burst = cfg.distributed.comm_burst;
     // The shard group (all ranks), over NCCL's kernels or the copy engines (distributed.transport).
     std::unique_ptr<Comm> group =
         st == Strategy::no_shard ? nullptr : shard_group_comm(*world, 0, mpi.rank(), cfg.distributed.transport);
@@ -190,12 +191,12 @@ int main(int argc, char** argv) {
     const double state_gib = 16.0 * params / world->size() / 1073741824.0;
     std::printf("ENGINE model=%s rank=%d/%d bs=%d strategy=%s grads=%s img_s=%.0f step_ms=%.1f alloc_GiB=%.2f "
                 "device_used_GiB=%.2f zero3_state_formula_GiB=%.2f working_set_GiB=%.2f gflop_img=%.1f mfu=%.3f "
-                "host_ms_per_step=%.1f warmup=%d steps=%d loss %.4f -> %.4f transport=%s\n",
+                "host_ms_per_step=%.1f warmup=%d steps=%d loss %.4f -> %.4f transport=%s burst=%d\n",
                 argv[1], world->rank(), world->size(), B, cfg.distributed.strategy.c_str(),
                 cfg.distributed.grad_reduce_dtype.c_str(), ips, ms, ops.memory_in_use() / 1073741824.0,
                 (total_b - free_b) / 1073741824.0, state_gib, ops.memory_in_use() / 1073741824.0 - state_gib, fl / 1e9,
                 ips * fl / (cfg.logging.peak_tflops * 1e12), host_step_ms, warm, steps, first_loss, last_loss,
-                dynamic_cast<CopyEngineComm*>(group.get()) ? "copy_engine" : "nccl");
+                dynamic_cast<CopyEngineComm*>(group.get()) ? "copy_engine" : "nccl", cfg.distributed.comm_burst);
     std::printf("GEMM rank=%d/%d plans=%zu tuned=%zu choices=%016llx\n", world->rank(), world->size(),
                 ops.gemm().plan_count(), ops.gemm().tuned_count(),
                 (unsigned long long)ops.gemm().choice_fingerprint());

@@ -264,6 +264,8 @@ if has comm && ((N > 1)); then  # several GPUs of one host
   #   E the N-GPU job over NCCL's kernels (distributed.transport = nccl; the defaults use the copy engines)
   #   F as A, with every GPU pair's link carrying copy-engine copies at the job's mean rate (tools/bench_link_trickle)
   #   G as A, with a trickle on the links (64 KiB every ~0.2 ms): link activity without the bytes
+  #   H the N-GPU job with its collectives in bursts of BURST units (distributed.comm_burst, default 4), so the
+  #     links idle between bursts (if `links` shows that idle gaps of that length let them sleep)
   ROUNDS=${ROUNDS:-1}
   CONDS=${CONDS:-A B E C}
   read -ra win <<< "${COMM_WIN:---warmup 120 --steps 300} --phases"  # COMM_WIN: a shorter window
@@ -277,6 +279,7 @@ if has comm && ((N > 1)); then  # several GPUs of one host
       E) ETAG=COMM_E engine "$N" "${win[@]}" distributed.transport=nccl ;;
       F) ETAG=COMM_F trickle 4194304 700 "${win[@]}" ;;  # ~5.5 GB/s into each GPU: the 2-GPU ZeRO-3 step's 344 MB per 63 ms
       G) ETAG=COMM_G trickle 65536 200 "${win[@]}" ;;
+      H) ETAG=COMM_H engine "$N" "${win[@]}" distributed.comm_burst="${BURST:-4}" ;;
     esac
   }
   read -ra fwd <<< "$CONDS"
@@ -288,7 +291,7 @@ import re, sys
 runs = {}  # condition -> the rate of each run (A: its slowest GPU, which paces a synchronous job)
 alone = {}  # A: every GPU's rate, one list per run
 for l in open(sys.argv[1]):
-    m = re.match(r"COMM_(([AFG])_ALONE gpu=(\d+)|B|C|D|E) .*rank=(\d+)/\d+ .*img_s=(\d+)", l)
+    m = re.match(r"COMM_(([AFG])_ALONE gpu=(\d+)|B|C|D|E|H) .*rank=(\d+)/\d+ .*img_s=(\d+)", l)
     if not m: continue
     if m[2]:  # one line per GPU, GPU 0 first
         if m[3] == "0": alone.setdefault(m[2], []).append([])
@@ -299,12 +302,12 @@ for c, a in alone.items(): runs[c] = [min(x) for x in a]
 mean = {c: sum(v) / len(v) for c, v in runs.items()}
 names = {"A": "every GPU alone at once (slowest)", "B": "N-GPU job", "C": "one GPU", "D": "N-GPU job, least traffic",
          "E": "N-GPU job, NCCL kernels", "F": "every GPU alone at once beside link traffic (slowest)",
-         "G": "every GPU alone at once beside a link trickle (slowest)"}
+         "G": "every GPU alone at once beside a link trickle (slowest)", "H": "N-GPU job, collectives in bursts"}
 for c in sorted(runs):
     print(f"BALANCED {names[c]}: {' '.join(map(str, runs[c]))} img/s, mean {mean[c]:.0f}")
 if "A" in mean:
     every = [v for run in alone["A"] for v in run]
-    for c in "BDEFG":
+    for c in "BDEFGH":
         if c in mean:
             print(f"BALANCED COMM {names[c]}: step {100 * (mean['A'] / mean[c] - 1):+.1f}% against the slowest GPU alone at once "
                   f"({100 * (sum(every) / len(every) / mean[c] - 1):+.1f}% against all GPUs' mean)")
@@ -323,7 +326,7 @@ for c in sorted(phases):
         print(f"BALANCED PHASES {names[c].replace(' (slowest)', '')}: forward {ms[0]:.2f} backward {ms[1]:.2f} reduction_tail {ms[2]:.2f} "
               f"optimizer {ms[3]:.2f} between {ms[4]:.2f} ms")
 if "C" in mean:
-    for c in "BDE":
+    for c in "BDEH":
         if c in mean:
             print(f"BALANCED SCALING {names[c]}: {mean[c]:.0f} / {mean['C']:.0f} img/s per GPU = {100 * mean[c] / mean['C']:.1f}%")
 PY

@@ -227,6 +227,7 @@ TEST_CASE("config: every key is reachable by an override that changes only that 
       {"distributed.outer_strategy", {"distributed.outer_strategy=shard"}},
       {"distributed.grad_reduce_dtype", {"distributed.grad_reduce_dtype=bf16"}},
       {"distributed.reshard_after_forward", {"distributed.reshard_after_forward=false"}},
+      {"distributed.comm_burst", {"distributed.comm_burst=4"}},
       {"distributed.timeout_s", {"distributed.timeout_s=30"}},
       {"distributed.transport", {"distributed.transport=nccl"}},
       {"logging.metrics_file", {"logging.metrics_file=m.jsonl"}},

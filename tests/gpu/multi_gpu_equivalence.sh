@@ -4,6 +4,7 @@
 # hybrid with outer optimizer sharding when N >= 4), dropouts off (masks are keyed per rank-local tensor). The
 # copy-engine transport (the default on one host) must reproduce NCCL's run on the same GPUs (GEMM autotuning off in both, so they run the
 # same kernels): its all-gathers copy the same bytes and its reduce-scatter adds the same two fp32 numbers.
+# Bursts of collectives (distributed.comm_burst) must reproduce the run without them the same way.
 #   multi_gpu_equivalence.sh BIN_DIR
 set -uo pipefail
 BIN=$1
@@ -60,9 +61,8 @@ compare one_acc many "1 GPU accumulating $N micro-batches vs $N GPUs ZeRO-3" || 
 compare one many "1 vs $N GPUs ZeRO-3" || bad=1
 run many_bf16 "$N" distributed.grad_reduce_dtype=bf16 || bad=1
 compare one many_bf16 "1 vs $N GPUs ZeRO-3 bf16 reduction" || bad=1
-TUNE=0 run nccl_fixed "$N" distributed.transport=nccl || bad=1
-TUNE=0 run ce_fixed "$N" distributed.transport=copy_engine || bad=1
-python3 - "$T/nccl_fixed/metrics.jsonl" "$T/ce_fixed/metrics.jsonl" "$N" <<'PY' || bad=1
+same() {  # same A B LABEL: runs that should do the same arithmetic (GEMM autotuning off in both)
+  python3 - "$T/$1/metrics.jsonl" "$T/$2/metrics.jsonl" "$3" <<'PY'
 import json, sys
 def losses(p): return {d["step"]: d["loss"] for d in map(json.loads, open(p)) if "loss" in d}
 a, b = losses(sys.argv[1]), losses(sys.argv[2])
@@ -70,11 +70,19 @@ assert a.keys() == b.keys() and len(a) >= 20, f"steps differ or too few: {sorted
 rel = {s: abs(a[s] - b[s]) / abs(b[s]) for s in sorted(a)}
 first, worst = max(rel[s] for s in sorted(a)[:10]), max(rel.values())
 ok = first <= 1e-6 and worst <= 1e-2
-print(f"EQUIV {sys.argv[3]} GPUs copy-engine vs NCCL transport: {len(a)} steps, loss {a[min(a)]:.4f} -> {a[max(a)]:.4f} "
+print(f"EQUIV {sys.argv[3]}: {len(a)} steps, loss {a[min(a)]:.4f} -> {a[max(a)]:.4f} "
       f"(vs {b[max(b)]:.4f}); relative difference: first 10 steps {first:.1e} (<= 1e-6), worst {worst:.1e} (<= 1e-2)"
       + ("" if ok else " FAIL"))
 sys.exit(0 if ok else 1)
 PY
+}
+TUNE=0 run nccl_fixed "$N" distributed.transport=nccl || bad=1
+TUNE=0 run ce_fixed "$N" distributed.transport=copy_engine || bad=1
+same ce_fixed nccl_fixed "$N GPUs copy-engine vs NCCL transport" || bad=1
+# Bursts (distributed.comm_burst = 4: gathers and reduce-scatters 4 units at a time, from rings of 5 and 8 slots)
+# move the same bytes and add the same numbers, only at other times: a slot overwritten too early shows here.
+TUNE=0 run ce_burst "$N" distributed.transport=copy_engine distributed.comm_burst=4 || bad=1
+same ce_burst ce_fixed "$N GPUs ZeRO-3 bursts of 4 units vs 1" || bad=1
 if [ "$N" -ge 4 ]; then
   run hybrid "$N" distributed.dp_outer=2 distributed.outer_strategy=shard || bad=1
   compare one hybrid "1 vs $N GPUs hybrid (dp_outer 2, outer-sharded optimizer)" || bad=1

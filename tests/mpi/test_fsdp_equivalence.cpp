@@ -24,14 +24,14 @@ namespace {
 constexpr int kGlobalBatch = 8;
 constexpr int kSteps = 20;
 
-ModelConfig model_cfg() {
+ModelConfig model_cfg(int depth) {
   ModelConfig m;
   m.img_size = {16, 12};
   m.patch_size = 4;
   m.in_chans = 3;
   m.num_classes = 7;
   m.embed_dim = 24;
-  m.depth = 2;
+  m.depth = depth;
   m.num_heads = 3;
   m.mlp_ratio = 2.0;
   m.init_values = 0.1;  // layer scale: more parameter kinds in the units
@@ -68,8 +68,8 @@ struct Run {
 
 // world: data-parallel ranks; shard/outer: FSDP groups. The global batch is split over world ranks and
 // micro-batches.
-Run train(Comm& world, Comm& shard, Comm* outer, Strategy st, int accum, FsdpOptions fo = {}) {
-  const ModelConfig mc = model_cfg();
+Run train(Comm& world, Comm& shard, Comm* outer, Strategy st, int accum, FsdpOptions fo = {}, int depth = 2) {
+  const ModelConfig mc = model_cfg(depth);
   Ops ops;
   ParamLayout layout(mc);
   FsdpStore<Ops> store(layout, ops, shard, outer, st, fo);
@@ -212,6 +212,31 @@ int main(int argc, char** argv) {
       bad += compare(name, ref, got, world.rank());
     }
     if (W > 1) {
+      // Bursts: ZeRO-3 gathering and ZeRO-2/3 reduce-scattering k units at once, on a model of 7 units so the
+      // parameter ring (k + 1 slots) and the gradient ring (2k slots) wrap within a step; k = 16 is every unit at
+      // once. Accumulation lands several reduce-scatters per burst to add later, bf16 several wire slots.
+      const Run deep = train(self, self, nullptr, Strategy::no_shard, 1, {}, 5);
+      struct BurstCase {
+        Strategy st;
+        int accum, burst;
+        bool keep, bf16;
+      };
+      const BurstCase bursts[] = {{Strategy::optim_grads_params, 1, 2, false, false},
+                                  {Strategy::optim_grads_params, 2, 3, false, false},
+                                  {Strategy::optim_grads_params, 2, 2, false, true},
+                                  {Strategy::optim_grads_params, 2, 2, true, false},
+                                  {Strategy::optim_grads_params, 1, 16, false, false},
+                                  {Strategy::optim_grads, 2, 2, false, false}};
+      for (const BurstCase& b : bursts) {
+        if (kGlobalBatch % (W * b.accum)) continue;
+        Run got = train(world, world, nullptr, b.st, b.accum,
+                        {.bf16_reduce = b.bf16, .keep_gathered = b.keep, .burst = b.burst}, 5);
+        char name[96];
+        std::snprintf(name, sizeof name, "%d ranks %s burst %d accum %d%s%s", W, strategy_name(b.st), b.burst, b.accum,
+                      b.keep ? " kept" : "", b.bf16 ? " bf16" : "");
+        bad += compare(name, deep, got, world.rank(), b.bf16 ? kBf16 : kFp32);
+        bad += check_phases(name, got, b.accum, world.rank());
+      }
       // Every rank its own shard group, the optimizer split over the outer comm only (dp_shard 1 x dp_outer W).
       for (Strategy st : {Strategy::optim, Strategy::optim_grads_params}) {
         Run got = train(world, self, &world, st, 1, {.outer_shard = true});
@@ -250,6 +275,8 @@ int main(int argc, char** argv) {
         got = train(world, shard, &outer, Strategy::optim_grads_params, 2,
                     {.outer_shard = true, .bf16_reduce = true, .keep_gathered = true});
         bad += compare("2x2 hybrid ZeRO-3 outer-sharded kept gathered accum 2 bf16", ref, got, world.rank(), kBf16);
+        got = train(world, shard, &outer, Strategy::optim_grads_params, 2, {.outer_shard = true, .burst = 2});
+        bad += compare("2x2 hybrid ZeRO-3 outer-sharded burst 2 accum 2", ref, got, world.rank());
       }
       MPI_Comm_free(&shard_c);
       MPI_Comm_free(&outer_c);
