@@ -6,13 +6,16 @@
 // `seconds` or until SIGTERM (then it prints what it moved). If the trainings' clock drops as in the 2-GPU job,
 // the job's cost is the links' power, paid whatever the transport; if not, it is something else in the job.
 // Answer (run 98): a 0.3 GB/s trickle costs as much as the job's full 5.5 GB/s, about 2.3% of the step.
-//   bench_link_trickle SECONDS BYTES PERIOD_US      (one process, every visible GPU)
+// MODE host is the control: the same copies into every GPU from pinned host memory (copy engines over PCIe, no
+// NVLink, no peer access), telling the links' cost from the copy engines' waking.
+//   bench_link_trickle SECONDS BYTES PERIOD_US [peer|host]      (one process, every visible GPU)
 #include <pthread.h>
 #include <signal.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
@@ -24,6 +27,19 @@
 namespace {
 
 using namespace vit;
+
+// Pinned host memory, freed on destruction.
+class HostBuffer {
+ public:
+  explicit HostBuffer(size_t n) { CUDA_CHECK(cudaMallocHost(&p_, n)); }
+  ~HostBuffer() { cudaFreeHost(p_); }
+  HostBuffer(const HostBuffer&) = delete;
+  HostBuffer& operator=(const HostBuffer&) = delete;
+  char* get() const { return static_cast<char*>(p_); }
+
+ private:
+  void* p_ = nullptr;
+};
 
 // One GPU's side: a stream and a source buffer on it, a destination buffer per peer on the peer.
 struct Gpu {
@@ -59,12 +75,15 @@ int main(int argc, char** argv) {
     sigemptyset(&term);
     sigaddset(&term, SIGTERM);
     VIT_REQUIRE(pthread_sigmask(SIG_BLOCK, &term, nullptr) == 0, "cannot block SIGTERM");
-    VIT_REQUIRE(argc == 4, "usage: bench_link_trickle SECONDS BYTES PERIOD_US");
+    VIT_REQUIRE(argc == 4 || argc == 5, "usage: bench_link_trickle SECONDS BYTES PERIOD_US [peer|host]");
     const long seconds = parse(argv[1], "SECONDS", 1), bytes = parse(argv[2], "BYTES", 1),
                period_us = parse(argv[3], "PERIOD_US", 0);
+    const std::string mode = argc == 5 ? argv[4] : "peer";
+    VIT_REQUIRE(mode == "peer" || mode == "host", "MODE must be peer or host, got '", mode, "'");
+    const bool host = mode == "host";
     int n = 0;
     CUDA_CHECK(cudaGetDeviceCount(&n));
-    VIT_REQUIRE(n >= 2, "needs >= 2 visible GPUs, found ", n);
+    VIT_REQUIRE(host || n >= 2, "needs >= 2 visible GPUs, found ", n);
     std::vector<std::unique_ptr<Gpu>> g;
     for (int d = 0; d < n; ++d) {
       auto x = std::make_unique<Gpu>();
@@ -74,7 +93,7 @@ int main(int argc, char** argv) {
       x->src = gpu::DeviceBuffer<char>((size_t)bytes);
       x->dst = gpu::DeviceBuffer<char>((size_t)bytes * (n - 1));
       CUDA_CHECK(cudaMemset(x->src.get(), d + 1, (size_t)bytes));
-      for (int p = 0; p < n; ++p) {
+      for (int p = 0; p < n && !host; ++p) {
         if (p == d) continue;
         int ok = 0;
         CUDA_CHECK(cudaDeviceCanAccessPeer(&ok, d, p));
@@ -83,6 +102,8 @@ int main(int argc, char** argv) {
       }
       g.push_back(std::move(x));
     }
+    HostBuffer from_host((size_t)bytes);
+    std::memset(from_host.get(), 3, (size_t)bytes);
     auto stopped = [&] {
       sigset_t pending;
       return sigpending(&pending) == 0 && sigismember(&pending, SIGTERM) == 1;
@@ -90,7 +111,9 @@ int main(int argc, char** argv) {
     const auto start = std::chrono::steady_clock::now();
     long rounds = 0;
     while (std::chrono::steady_clock::now() - start < std::chrono::seconds(seconds) && !stopped()) {
-      for (int d = 0; d < n; ++d) {
+      for (int d = 0; d < n && host; ++d)  // the control: into every GPU's first slot from the host
+        CUDA_CHECK(cudaMemcpyAsync(g[d]->dst.get(), from_host.get(), (size_t)bytes, cudaMemcpyHostToDevice, g[d]->stream));
+      for (int d = 0; d < n && !host; ++d) {
         for (int p = 0; p < n; ++p) {
           if (p == d) continue;
           // GPU d writes into its slot of GPU p's destination, on d's copy engine.
@@ -103,8 +126,8 @@ int main(int argc, char** argv) {
       if (period_us) std::this_thread::sleep_for(std::chrono::microseconds(period_us));
     }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    std::printf("TRICKLE gpus=%d bytes=%ld period_us=%ld rounds=%ld seconds=%.1f into_each_gpu_GB_s=%.2f\n", n, bytes,
-                period_us, rounds, s, (double)rounds * bytes * (n - 1) / s / 1e9);
+    std::printf("TRICKLE mode=%s gpus=%d bytes=%ld period_us=%ld rounds=%ld seconds=%.1f into_each_gpu_GB_s=%.2f\n",
+                mode.c_str(), n, bytes, period_us, rounds, s, (double)rounds * bytes * (host ? 1 : n - 1) / s / 1e9);
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_link_trickle: error: %s\n", e.what());

@@ -89,10 +89,12 @@ alone() {  # alone [bench_train flags and overrides]
 
 # `alone` beside tools/bench_link_trickle: every GPU pair's NVLink carrying BYTES of copy-engine copies every
 # PERIOD_US, no kernel (what busy links alone cost a training: docs/benchmarks.md run 98).
-trickle() {  # trickle BYTES PERIOD_US [bench_train flags and overrides]
-  "$BIN/bench_link_trickle" 3600 "$1" "$2" > "$LOG/trickle.log" 2>&1 &
+trickle() {  # trickle BYTES PERIOD_US [bench_train flags and overrides] [host]
+  local mode=peer args=("${@:3}")
+  if [ "${args[-1]:-}" = host ]; then mode=host; unset 'args[-1]'; fi
+  "$BIN/bench_link_trickle" 3600 "$1" "$2" "$mode" > "$LOG/trickle.log" 2>&1 &
   local t=$!
-  alone "${@:3}"
+  alone "${args[@]}"
   kill -TERM "$t"; wait "$t"
   grep -E "TRICKLE|error" "$LOG/trickle.log" | tee -a "$SUMMARY"
 }
@@ -334,10 +336,11 @@ fi
 
 if has links && ((N > 1)); then  # several GPUs of one host
   # How often must the links wake to cost the clock? Every GPU alone at once (period 0: no trickle process) and
-  # beside 64 KiB copies every PERIODS microseconds (1 s: peer access on, links almost always idle), heated
-  # first, in mirrored order. If long idle gaps are free, batching the collectives into bursts is the lever.
+  # beside 64 KiB copies every PERIODS microseconds (1 s: peer access on, links almost always idle; hostN: the
+  # control, the same copies every N us from host memory, copy engines without NVLink), heated first, in mirrored
+  # order. If long idle gaps are free, issuing the collectives in bursts (distributed.comm_burst) is the lever.
   read -ra win <<< "${COMM_WIN:---warmup 120 --steps 300}"
-  read -ra periods <<< "0 ${PERIODS:-1000000 100000 20000 5000 2000}"  # run 99: 2 ms costs all, 1 s nothing
+  read -ra periods <<< "0 ${PERIODS:-1000000 20000 5000 2000 host2000}"  # run 99: 2 ms costs all, 1 s nothing
   nvidia-smi nvlink -s 2>&1 | awk '/^GPU/ {g = $2} /Link/ {n[g]++; s[g] = $(NF - 1) " " $NF}
     END {for (k in n) print "NVLINK GPU " k " " n[k] " links at " s[k]}' | sort | tee -a "$SUMMARY"
   # What this driver tells (read only) about the links' low-power state and its idle threshold.
@@ -347,7 +350,11 @@ if has links && ((N > 1)); then  # several GPUs of one host
   done
   ETAG=LINKS_HEAT engine "$N" --warmup 600 --steps 40 > /dev/null
   link_run() {  # link_run PERIOD_US
-    if [ "$1" = 0 ]; then ETAG=LINKS_P0 alone "${win[@]}"; else ETAG="LINKS_P$1" trickle 65536 "$1" "${win[@]}"; fi
+    case $1 in
+      0) ETAG=LINKS_P0 alone "${win[@]}" ;;
+      host*) ETAG="LINKS_P$1" trickle 65536 "${1#host}" "${win[@]}" host ;;
+      *) ETAG="LINKS_P$1" trickle 65536 "$1" "${win[@]}" ;;
+    esac
   }
   for p in "${periods[@]}" $(printf '%s\n' "${periods[@]}" | tac); do with_clocks "links $p" link_run "$p"; done
   python3 - "$SUMMARY" <<'PY' | tee -a "$SUMMARY"
@@ -355,20 +362,22 @@ import re, sys
 rate, clock = {}, {}  # period -> per run: the slowest GPU's img/s; every GPU's MHz
 run = []
 for l in open(sys.argv[1]):
-    m = re.match(r"LINKS_P(\d+)_ALONE gpu=(\d+) .*img_s=(\d+)", l)
+    m = re.match(r"LINKS_P(\w+)_ALONE gpu=(\d+) .*img_s=(\d+)", l)
     if m: run.append(int(m[3]))
-    m = re.match(r"CLOCKS links (\d+): (.*)", l)
+    m = re.match(r"CLOCKS links (\w+): (.*)", l)
     if m:
-        p = int(m[1])
+        p = m[1]
         if run: rate.setdefault(p, []).append(min(run))
         clock.setdefault(p, []).extend(float(x) for x in re.findall(r"GPU \d+ (\d+) MHz", m[2]))
         run = []
-base = sum(rate.get(0, [0])) / max(1, len(rate.get(0, [])))
-for p in sorted(rate):
+base = sum(rate.get("0", [0])) / max(1, len(rate.get("0", [])))
+for p in sorted(rate, key=lambda k: (k != "0", k.startswith("host"), -int(k.removeprefix("host")))):
     r, c = rate[p], clock.get(p, [])
     mean = sum(r) / len(r)
-    cost = f"step {100 * (base / mean - 1):+.1f}% against no trickle" if p and base else "the base"
-    print(f"LINKS {f'64 KiB every {p} us' if p else 'no trickle'}: slowest GPU {' '.join(map(str, r))} img/s, mean {mean:.0f}, "
+    cost = f"step {100 * (base / mean - 1):+.1f}% against no trickle" if p != "0" and base else "the base"
+    what = ("no trickle" if p == "0" else f"64 KiB every {p.removeprefix('host')} us" +
+            (" from the host (no NVLink)" if p.startswith("host") else " over NVLink"))
+    print(f"LINKS {what}: slowest GPU {' '.join(map(str, r))} img/s, mean {mean:.0f}, "
           f"SM clock mean {sum(c) / max(1, len(c)):.0f} MHz: {cost}")
 PY
 fi
