@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -91,7 +92,7 @@ int main(int argc, char** argv) {
       CUDA_CHECK(cudaSetDevice(d));
       CUDA_CHECK(cudaStreamCreateWithFlags(&x->stream, cudaStreamNonBlocking));
       x->src = gpu::DeviceBuffer<char>((size_t)bytes);
-      x->dst = gpu::DeviceBuffer<char>((size_t)bytes * (n - 1));
+      x->dst = gpu::DeviceBuffer<char>((size_t)bytes * std::max(1, n - 1));  // host mode: one slot
       CUDA_CHECK(cudaMemset(x->src.get(), d + 1, (size_t)bytes));
       for (int p = 0; p < n && !host; ++p) {
         if (p == d) continue;
