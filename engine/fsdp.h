@@ -187,6 +187,7 @@ class FsdpStore final : public ParamStore<Ops> {
   bool alone() const { return alone(shard_, outer_); }
   bool outer_sharded() const { return outer_shard_; }
   bool keeps_gathered() const { return keep_; }
+  int burst() const { return burst_; }
   const Range& opt_range(int u) const { return opt_range_[u]; }
   int64_t padded(int u) const { return padded_[u]; }
   M* master(int u) { return master_[u]; }

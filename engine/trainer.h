@@ -113,14 +113,17 @@ class Trainer {
       if (!cfg_.model.init_from.empty()) import_weights(cfg_.model.init_from);
     }
     log0(rank_, fmt("training %lld steps from step %lld: global batch %lld (%d ranks x %d micro x %d accum), %s%s%s, "
-                    "gradients reduced in %s",
+                    "gradients reduced in %s%s",
                     (long long)total_steps_, (long long)start, (long long)global_batch_, world_, t.micro_batch_size,
                     t.grad_accum, strategy_name(store_->strategy()),
                     store_->outer_sharded() ? " + optimizer sharded over the outer groups" : "",
                     store_->alone()            ? " (one rank: nothing to shard, nothing gathered)"
                     : store_->keeps_gathered() ? " (gathered units kept for backward)"
                                                : "",
-                    cfg_.distributed.grad_reduce_dtype.c_str()));
+                    cfg_.distributed.grad_reduce_dtype.c_str(),
+                    store_->burst() > 1 && !store_->alone()
+                        ? fmt(", collectives in bursts of %d units", store_->burst()).c_str()
+                        : ""));
     std::filesystem::create_directories(cfg_.run.output_dir);
     std::ofstream metrics;
     if (rank_ == 0) metrics.open(std::filesystem::path(cfg_.run.output_dir) / cfg_.logging.metrics_file, std::ios::app);
