@@ -14,12 +14,12 @@
 // splits evenly, in 16-byte pieces, over any rank count; a rank owns one contiguous slice of every unit.
 //
 // Overlap (GPU): collectives run on the comm's own stream. ZeRO-3 gathers the next unit's parameters while the
-// current one computes (two slots, forward and backward; with keep_gathered, FSDP2's reshard_after_forward=False,
+// current one computes (two slots without bursts, forward and backward; with keep_gathered, FSDP2's reshard_after_forward=False,
 // every unit keeps its gathered copy from forward to backward instead: parameters x 2 bytes per rank, and no
 // all-gathers in backward); ZeRO-2/3 reduce-scatter each unit's gradient as soon as its backward ends, and
 // no_shard / ZeRO-1 reduce each unit during the last micro-batch's backward. What a
 // collective lands in a gradient that must be added (later micro-batches, bf16 wire) is added on the compute
-// stream one unit later, so the compute never waits for the collective it just issued.
+// stream one unit (one burst) later, so the compute never waits for the collective it just issued.
 // grad_reduce_dtype = bf16: gradients go over the wire as bf16 (half the bytes); accumulation over
 // micro-batches and the optimizer stay fp32. Comms of one rank move nothing and keep fp32.
 // Bursts (burst = k > 1): ZeRO-3 gathers the next k units at once whenever the next one is missing, and ZeRO-2/3

@@ -88,13 +88,12 @@ alone() {  # alone [bench_train flags and overrides]
 }
 
 # `alone` beside tools/bench_link_trickle: every GPU pair's NVLink carrying BYTES of copy-engine copies every
-# PERIOD_US, no kernel (what busy links alone cost a training: docs/benchmarks.md run 98).
-trickle() {  # trickle BYTES PERIOD_US [bench_train flags and overrides] [host]
-  local mode=peer args=("${@:3}")
-  if [ "${args[-1]:-}" = host ]; then mode=host; unset 'args[-1]'; fi
-  "$BIN/bench_link_trickle" 3600 "$1" "$2" "$mode" > "$LOG/trickle.log" 2>&1 &
+# PERIOD_US (MODE peer), or the same copies from host memory (MODE host, the control), no kernel (what busy links
+# alone cost a training: docs/benchmarks.md run 98).
+trickle() {  # trickle BYTES PERIOD_US MODE [bench_train flags and overrides]
+  "$BIN/bench_link_trickle" 3600 "$1" "$2" "$3" > "$LOG/trickle.log" 2>&1 &
   local t=$!
-  alone "${args[@]}"
+  alone "${@:4}"
   kill -TERM "$t"; wait "$t"
   grep -E "TRICKLE|error" "$LOG/trickle.log" | tee -a "$SUMMARY"
 }
@@ -279,8 +278,8 @@ if has comm && ((N > 1)); then  # several GPUs of one host
       C) ETAG=COMM_C engine 1 "${win[@]}" ;;
       D) ETAG=COMM_D engine "$N" "${win[@]}" distributed.reshard_after_forward=false distributed.grad_reduce_dtype=bf16 ;;
       E) ETAG=COMM_E engine "$N" "${win[@]}" distributed.transport=nccl ;;
-      F) ETAG=COMM_F trickle 4194304 700 "${win[@]}" ;;  # ~5.5 GB/s into each GPU: the 2-GPU ZeRO-3 step's 344 MB per 63 ms
-      G) ETAG=COMM_G trickle 65536 200 "${win[@]}" ;;
+      F) ETAG=COMM_F trickle 4194304 700 peer "${win[@]}" ;;  # ~5.5 GB/s into each GPU: the 2-GPU ZeRO-3 step's 344 MB per 63 ms
+      G) ETAG=COMM_G trickle 65536 200 peer "${win[@]}" ;;
       H) ETAG=COMM_H engine "$N" "${win[@]}" distributed.comm_burst="${BURST:-4}" ;;
     esac
   }
@@ -352,8 +351,8 @@ if has links && ((N > 1)); then  # several GPUs of one host
   link_run() {  # link_run PERIOD_US
     case $1 in
       0) ETAG=LINKS_P0 alone "${win[@]}" ;;
-      host*) ETAG="LINKS_P$1" trickle 65536 "${1#host}" "${win[@]}" host ;;
-      *) ETAG="LINKS_P$1" trickle 65536 "$1" "${win[@]}" ;;
+      host*) ETAG="LINKS_P$1" trickle 65536 "${1#host}" host "${win[@]}" ;;
+      *) ETAG="LINKS_P$1" trickle 65536 "$1" peer "${win[@]}" ;;
     esac
   }
   for p in "${periods[@]}" $(printf '%s\n' "${periods[@]}" | tac); do with_clocks "links $p" link_run "$p"; done
