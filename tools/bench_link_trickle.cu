@@ -103,8 +103,8 @@ int main(int argc, char** argv) {
       }
       g.push_back(std::move(x));
     }
-    HostBuffer from_host((size_t)bytes);
-    std::memset(from_host.get(), 3, (size_t)bytes);
+    HostBuffer from_host(host ? (size_t)bytes : 1);  // the control's source only
+    if (host) std::memset(from_host.get(), 3, (size_t)bytes);
     auto stopped = [&] {
       sigset_t pending;
       return sigpending(&pending) == 0 && sigismember(&pending, SIGTERM) == 1;
