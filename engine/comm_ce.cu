@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "engine/check.h"
+#include "engine/comm_host.h"
 #include "engine/cuda_driver.h"
 #include "kernels/types.h"
 
@@ -11,7 +12,7 @@ namespace vit {
 
 namespace {
 
-constexpr int kMaxRanks = 8;  // GPUs of one host
+constexpr int kMaxRanks = kMaxLocalRanks;
 using WriteValue = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
 using WaitValue = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
 
@@ -83,14 +84,7 @@ CopyEngineComm::CopyEngineComm(std::unique_ptr<NcclComm>&& inner, MPI_Comm group
   MPI_CHECK(MPI_Comm_size(group_.c, &mpi_n));
   MPI_CHECK(MPI_Comm_rank(group_.c, &mpi_me));
   VIT_ASSERT(mpi_n == n && mpi_me == me, "copy-engine comm: MPI group ", mpi_me, "/", mpi_n, " vs NCCL ", me, "/", n);
-  MPI_Comm local = MPI_COMM_NULL;
-  MPI_CHECK(MPI_Comm_split_type(group_.c, MPI_COMM_TYPE_SHARED, me, MPI_INFO_NULL, &local));
-  int local_n = 0;
-  MPI_CHECK(MPI_Comm_size(local, &local_n));
-  MPI_CHECK(MPI_Comm_free(&local));
-  VIT_REQUIRE(local_n == n && n <= kMaxRanks, "distributed.transport = \"copy_engine\" needs every rank of a shard ",
-              "group on one host (at most ", kMaxRanks, " GPUs); this group of ", n, " ranks has ", local_n,
-              " on this host: use transport = \"nccl\" or a dp_shard of the GPUs per host");
+  require_one_host(group_.c, n, "copy_engine");
   const char* fix = "distributed.transport = \"copy_engine\" needs it: update the driver or use \"nccl\"";
   write_value_ = driver_entry_point("cuStreamWriteValue32", fix);
   wait_value_ = driver_entry_point("cuStreamWaitValue32", fix);
@@ -182,24 +176,33 @@ void CopyEngineComm::reduce_scatter(void* recv, const void* send, size_t count, 
 
 std::unique_ptr<Comm> shard_group_comm(const NcclComm& world, int color, int key, const std::string& transport,
                                        std::string* note) {
-  std::unique_ptr<NcclComm> nccl = world.split(color, key);
+  std::unique_ptr<NcclComm> nccl = world.split(color, key);  // collective over the world: every rank, always
   if (transport == "nccl" || nccl->size() == 1) return nccl;
-  MPI_Comm g = MPI_COMM_NULL;
-  MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, color, key, &g));
-  // The checks in the constructor fail on every rank of the group together, so "auto" falls back together (to
-  // the group's NCCL comm, which a failed constructor leaves untouched: no world-wide collective here, since
-  // other groups may have succeeded).
-  std::unique_ptr<Comm> ce;
+  OwnedMpiComm g;
+  MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, color, key, &g.c));
+  // The constructors' checks fail on every rank of the group together, so "auto" falls back together (no
+  // world-wide collective from here on, since other groups may have succeeded).
+  std::string why;
+  // Host memory where asked for, and for "auto" in a group of 2 GPUs: there it leaves NVLink asleep and was
+  // measured faster at the power cap (docs/benchmarks.md, runs 103-104). The group's NCCL communicator goes
+  // (destroyed alike on the group's ranks): none of its collectives may run, they would wake the links.
+  if (transport == "host_memory" || (transport == "auto" && nccl->size() == 2)) {
+    try {
+      return std::make_unique<HostMemoryComm>(g.c, world.comm_stream());
+    } catch (const Error& e) {
+      if (transport != "auto") throw;
+      why = std::string("host memory not usable (") + e.what() + "); ";
+    }
+  }
   try {
-    ce = std::make_unique<CopyEngineComm>(std::move(nccl), g, world.comm_stream());
+    std::unique_ptr<Comm> ce = std::make_unique<CopyEngineComm>(std::move(nccl), g.c, world.comm_stream());
+    if (note && !why.empty()) *note = why + "copy engines instead";
+    return ce;
   } catch (const Error& e) {
-    MPI_Comm_free(&g);
-    if (transport != "auto" || !nccl) throw;
-    if (note) *note = std::string("copy engines not usable, NCCL instead: ") + e.what();
+    if (transport != "auto" || !nccl) throw;  // a failed constructor leaves the NCCL comm untouched
+    if (note) *note = why + "copy engines not usable, NCCL instead: " + e.what();
     return nccl;
   }
-  MPI_CHECK(MPI_Comm_free(&g));
-  return ce;
 }
 
 }  // namespace vit

@@ -1,6 +1,6 @@
-// Copy-engine collectives for the GPUs of one host (distributed.transport = "auto", the default, or
-// "copy_engine"): all-gather and reduce-scatter move their bytes with the GPUs' copy engines over NVLink instead
-// of NCCL's kernels.
+// Copy-engine collectives for the GPUs of one host (distributed.transport = "copy_engine", and "auto", the
+// default, for groups of more than 2): all-gather and reduce-scatter move their bytes with the GPUs' copy engines
+// over NVLink instead of NCCL's kernels. (Groups of 2 go through host memory by default: engine/comm_host.h.)
 //
 // Why: NCCL's kernels move data through the SMs, and a GEMM running beside them loses 5-9% of its speed, while
 // copy-engine writes of 3.6x the bytes cost it 2% (tools/bench_overlap, docs/benchmarks.md run 92). The 2-GPU
@@ -24,6 +24,7 @@
 #include <memory>
 #include <string>
 
+#include "engine/comm_local.h"
 #include "engine/comm_nccl.h"
 
 namespace vit {
@@ -57,20 +58,9 @@ class CopyEngineComm final : public Comm {
   void reserve(size_t bytes_per_peer);  // collective: every rank calls it with the same size
   char* staged(int from) const;         // where peer `from`'s piece lands in my staging
 
-  // An MPI communicator owned (freed on destruction, also when the constructor fails part way).
-  struct OwnedGroup {
-    MPI_Comm c = MPI_COMM_NULL;
-    OwnedGroup() = default;
-    OwnedGroup(const OwnedGroup&) = delete;
-    OwnedGroup& operator=(const OwnedGroup&) = delete;
-    ~OwnedGroup() {
-      if (c != MPI_COMM_NULL) MPI_Comm_free(&c);
-    }
-  };
-
   std::unique_ptr<NcclComm> inner_;
   CommStream& cs_;
-  OwnedGroup group_;
+  OwnedMpiComm group_;
   std::unique_ptr<Mapped> flags_, staging_;  // after group_: released (collectively) before it is freed
   size_t slot_bytes_ = 0;  // staging per peer
   uint32_t seq_ = 0;
@@ -79,8 +69,9 @@ class CopyEngineComm final : public Comm {
 };
 
 // The shard group's communicator (ncclCommSplit with color and key): NCCL's own for transport = "nccl" or a
-// single rank; copy engines for "copy_engine" (a one-line error where they cannot work); for "auto", copy engines
-// where they work, else NCCL with the reason in *note. Collective over MPI_COMM_WORLD.
+// single rank; copy engines for "copy_engine" and host memory for "host_memory" (engine/comm_host.h; a one-line
+// error where they cannot work); for "auto", host memory for a group of 2, copy engines for more (and where host
+// memory fails), else NCCL, the reason for a fallback in *note. Collective over MPI_COMM_WORLD.
 std::unique_ptr<Comm> shard_group_comm(const NcclComm& world, int color, int key, const std::string& transport,
                                        std::string* note = nullptr);
 

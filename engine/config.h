@@ -130,7 +130,7 @@ struct DistributedConfig {
   bool reshard_after_forward = true;             // ZeRO-3: false keeps every gathered unit from forward to backward
   int comm_burst = 1;                            // units whose all-gathers / reduce-scatters are issued together
   double timeout_s = 600;                        // a stalled collective ends the job after this long
-  std::string transport = "auto";                // auto | nccl | copy_engine (GPU shard groups of one host)
+  std::string transport = "auto";                // auto | nccl | copy_engine | host_memory (engine/comm_ce.h: shard_group_comm)
   bool operator==(const DistributedConfig&) const = default;
 };
 

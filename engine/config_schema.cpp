@@ -496,10 +496,11 @@ std::vector<Field> build_fields() {
   f.push_back(int_field("distributed.comm_burst", VIT_MEMBER(distributed.comm_burst), 1, 1024,
                         "ZeRO-3 gathers k units at once, ZeRO-2/3 reduce-scatter k units at once, so the GPUs' links "
                         "idle between bursts (+k-1 gathered units, +2k-2 unit gradients per rank)"));
-  f.push_back(choice_field("distributed.transport", VIT_MEMBER(distributed.transport), {"auto", "nccl", "copy_engine"},
-                           "GPU shard groups: all-gathers and reduce-scatters by the copy engines (no SMs; the GPUs "
-                           "of one host) or NCCL's kernels; auto = copy engines where they work; all-reduces and "
-                           "the CPU backend (MPI) are unaffected"));
+  f.push_back(choice_field("distributed.transport", VIT_MEMBER(distributed.transport), {"auto", "nccl", "copy_engine", "host_memory"},
+                           "GPU shard groups of one host: collectives by the copy engines over NVLink (copy_engine: no SMs) "
+                           "or through shared host memory over PCIe (host_memory: NVLink stays asleep, its power left "
+                           "to the SMs), or NCCL's kernels; auto = host memory for 2 GPUs, copy engines for more, "
+                           "NCCL where neither works; the CPU backend (MPI) is unaffected"));
   f.push_back(float_field("distributed.timeout_s", VIT_MEMBER(distributed.timeout_s), open_lo(0, 1e6), "a stalled collective ends the job after this"));
   // [logging]
   f.push_back(string_field("logging.metrics_file", VIT_MEMBER(logging.metrics_file), true, "JSON lines, relative to run.output_dir"));

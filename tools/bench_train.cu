@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "engine/comm_ce.h"
+#include "engine/comm_host.h"
 #include "engine/comm_nccl.h"
 #include "engine/comm_mpi.h"
 #include "engine/config.h"
@@ -196,7 +197,10 @@ int main(int argc, char** argv) {
                 cfg.distributed.grad_reduce_dtype.c_str(), ips, ms, ops.memory_in_use() / 1073741824.0,
                 (total_b - free_b) / 1073741824.0, state_gib, ops.memory_in_use() / 1073741824.0 - state_gib, fl / 1e9,
                 ips * fl / (cfg.logging.peak_tflops * 1e12), host_step_ms, warm, steps, first_loss, last_loss,
-                dynamic_cast<CopyEngineComm*>(group.get()) ? "copy_engine" : "nccl", cfg.distributed.comm_burst);
+                dynamic_cast<CopyEngineComm*>(group.get())   ? "copy_engine"
+                : dynamic_cast<HostMemoryComm*>(group.get()) ? "host_memory"
+                                                             : "nccl",
+                cfg.distributed.comm_burst);
     std::printf("GEMM rank=%d/%d plans=%zu tuned=%zu choices=%016llx\n", world->rank(), world->size(),
                 ops.gemm().plan_count(), ops.gemm().tuned_count(),
                 (unsigned long long)ops.gemm().choice_fingerprint());

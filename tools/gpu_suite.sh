@@ -67,6 +67,7 @@ N=$(nvidia-smi -L 2>/dev/null | wc -l)
 engine() {  # engine NP [bench_train flags and overrides]
   local pass=(-x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH)
   [ -n "${VIT_GEMM_AUTOTUNE:-}" ] && pass+=(-x VIT_GEMM_AUTOTUNE)
+  [ -n "${NCCL_P2P_DISABLE:-}" ] && pass+=(-x NCCL_P2P_DISABLE)
   mpirun --allow-run-as-root -np "$1" "${pass[@]}" "$BIN/bench_train" configs/vit_base.toml \
     model.drop_path_rate=0 training.label_smoothing=0 "${@:2}" 2>&1 | grep -E "ENGINE|BLOCKS|PHASES|OPS|GEMM" \
     | sed "s/^ENGINE /${ETAG:-ENGINE} /" | tee -a "$SUMMARY"
@@ -262,13 +263,18 @@ if has comm && ((N > 1)); then  # several GPUs of one host
   #   A every GPU alone at once (no communication)    B the N-GPU job (ZeRO-3 defaults)
   #   C one GPU, the others idle (the scaling's base) D the N-GPU job with the least traffic (no backward all-gathers,
   #                                                     bf16 reduce-scatters)
-  #   E the N-GPU job over NCCL's kernels (distributed.transport = nccl; the defaults use the copy engines)
+  #   E the N-GPU job over NCCL's kernels (distributed.transport = nccl; the defaults use the copy engines: through
+  #     host memory on 2 GPUs, over NVLink on more)
+  #   K the N-GPU job with the copy engines over NVLink (distributed.transport = copy_engine)
   #   F as A, with every GPU pair's link carrying copy-engine copies at the job's mean rate (tools/bench_link_trickle)
   #   G as A, with a trickle on the links (64 KiB every ~0.2 ms): link activity without the bytes
   #   H the N-GPU job with its collectives in bursts of BURST units (distributed.comm_burst, default 4), so the
   #     links idle between bursts (if `links` shows that idle gaps of that length let them sleep)
+  #   M the N-GPU job through host memory (distributed.transport = host_memory: PCIe, NVLink asleep)
+  #   P the N-GPU job over NCCL without its NVLink transport (NCCL_P2P_DISABLE=1: NCCL's kernels through host memory)
+  #   Q as A, with every GPU taking copies from host memory at the job's mean rate (PCIe traffic without NVLink)
   ROUNDS=${ROUNDS:-1}
-  CONDS=${CONDS:-A B E C}
+  CONDS=${CONDS:-A B K C}
   read -ra win <<< "${COMM_WIN:---warmup 120 --steps 300} --phases"  # COMM_WIN: a shorter window
   ETAG=COMM_HEAT engine "$N" --warmup 600 --steps 40 > /dev/null
   run_cond() {
@@ -281,6 +287,10 @@ if has comm && ((N > 1)); then  # several GPUs of one host
       F) ETAG=COMM_F trickle 4194304 700 peer "${win[@]}" ;;  # ~5.5 GB/s into each GPU: the 2-GPU ZeRO-3 step's 344 MB per 63 ms
       G) ETAG=COMM_G trickle 65536 200 peer "${win[@]}" ;;
       H) ETAG=COMM_H engine "$N" "${win[@]}" distributed.comm_burst="${BURST:-4}" ;;
+      K) ETAG=COMM_K engine "$N" "${win[@]}" distributed.transport=copy_engine ;;
+      M) ETAG=COMM_M engine "$N" "${win[@]}" distributed.transport=host_memory ;;
+      P) NCCL_P2P_DISABLE=1 ETAG=COMM_P engine "$N" "${win[@]}" distributed.transport=nccl ;;
+      Q) ETAG=COMM_Q trickle 4194304 700 host "${win[@]}" ;;
     esac
   }
   read -ra fwd <<< "$CONDS"
@@ -292,7 +302,7 @@ import re, sys
 runs = {}  # condition -> the rate of each run (A: its slowest GPU, which paces a synchronous job)
 alone = {}  # A: every GPU's rate, one list per run
 for l in open(sys.argv[1]):
-    m = re.match(r"COMM_(([AFG])_ALONE gpu=(\d+)|B|C|D|E|H) .*rank=(\d+)/\d+ .*img_s=(\d+)", l)
+    m = re.match(r"COMM_(([AFGQ])_ALONE gpu=(\d+)|B|C|D|E|H|K|M|P) .*rank=(\d+)/\d+ .*img_s=(\d+)", l)
     if not m: continue
     if m[2]:  # one line per GPU, GPU 0 first
         if m[3] == "0": alone.setdefault(m[2], []).append([])
@@ -303,12 +313,14 @@ for c, a in alone.items(): runs[c] = [min(x) for x in a]
 mean = {c: sum(v) / len(v) for c, v in runs.items()}
 names = {"A": "every GPU alone at once (slowest)", "B": "N-GPU job", "C": "one GPU", "D": "N-GPU job, least traffic",
          "E": "N-GPU job, NCCL kernels", "F": "every GPU alone at once beside link traffic (slowest)",
-         "G": "every GPU alone at once beside a link trickle (slowest)", "H": "N-GPU job, collectives in bursts"}
+         "G": "every GPU alone at once beside a link trickle (slowest)", "H": "N-GPU job, collectives in bursts",
+         "K": "N-GPU job, copy engines over NVLink", "M": "N-GPU job, host memory", "P": "N-GPU job, NCCL without NVLink",
+         "Q": "every GPU alone at once beside host-memory copies at the job's rate (slowest)"}
 for c in sorted(runs):
     print(f"BALANCED {names[c]}: {' '.join(map(str, runs[c]))} img/s, mean {mean[c]:.0f}")
 if "A" in mean:
     every = [v for run in alone["A"] for v in run]
-    for c in "BDEFGH":
+    for c in "BDEFGHKMPQ":
         if c in mean:
             print(f"BALANCED COMM {names[c]}: step {100 * (mean['A'] / mean[c] - 1):+.1f}% against the slowest GPU alone at once "
                   f"({100 * (sum(every) / len(every) / mean[c] - 1):+.1f}% against all GPUs' mean)")
@@ -327,7 +339,7 @@ for c in sorted(phases):
         print(f"BALANCED PHASES {names[c].replace(' (slowest)', '')}: forward {ms[0]:.2f} backward {ms[1]:.2f} reduction_tail {ms[2]:.2f} "
               f"optimizer {ms[3]:.2f} between {ms[4]:.2f} ms")
 if "C" in mean:
-    for c in "BDEH":
+    for c in "BDEHKMP":
         if c in mean:
             print(f"BALANCED SCALING {names[c]}: {mean[c]:.0f} / {mean['C']:.0f} img/s per GPU = {100 * mean[c] / mean['C']:.1f}%")
 PY

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # 1 GPU vs N GPUs on ViT-B/16 (GPU machine, run by tools/gpu_suite.sh scaling): the same global batch of
 # synthetic images trains with the same loss trajectory on one rank and on every visible GPU (ZeRO-3, and the
-# hybrid with outer optimizer sharding when N >= 4), dropouts off (masks are keyed per rank-local tensor). The
-# copy-engine transport (the default on one host) must reproduce NCCL's run on the same GPUs (GEMM autotuning off in both, so they run the
-# same kernels): its all-gathers copy the same bytes and its reduce-scatter adds the same two fp32 numbers.
-# Bursts of collectives (distributed.comm_burst) must reproduce the run without them the same way.
-#   multi_gpu_equivalence.sh BIN_DIR
+# hybrid with outer optimizer sharding when N >= 4), dropouts off (masks are keyed per rank-local tensor), on the
+# default transport (host memory on 2 GPUs, copy engines over NVLink on more). The copy-engine transport must
+# reproduce NCCL's run on the same GPUs (GEMM autotuning off in both, so they run the same kernels): its
+# all-gathers copy the same bytes and its reduce-scatter adds the same two fp32 numbers.
+# Bursts of collectives (distributed.comm_burst) and the host-memory transport must reproduce it the same way.
+#   [PARTS="transport ranks same hm"] multi_gpu_equivalence.sh BIN_DIR     (default: all of them)
+#   transport: tests/gpu_mpi/test_comm_transport   ranks: 1 vs N GPUs   same: copy engines and bursts vs NCCL
+#   hm: host memory vs NCCL
 set -uo pipefail
 BIN=$1
 N=$(nvidia-smi -L | wc -l)
@@ -47,13 +50,17 @@ print("  relative difference by step " + " ".join(f"{s}:{rel[s]:.1e}" for s in s
 sys.exit(0 if ok else 1)
 PY
 }
+part() { [ "${PARTS:-all}" = all ] || [[ " $PARTS " == *" $1 "* ]]; }
 bad=0
-# The copy-engine transport's collectives against exact results and NCCL's (tests/gpu_mpi/test_comm_transport.cu).
-timeout 300 mpirun --allow-run-as-root -np "$N" -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH "$BIN/test_comm_transport" \
+if part transport; then
+# The one-host transports' collectives against exact results and NCCL's (tests/gpu_mpi/test_comm_transport.cu).
+timeout 120 mpirun --allow-run-as-root -np "$N" -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH "$BIN/test_comm_transport" \
   > "$T/transport.log" 2>&1
 rc=$?
 grep -E "TRANSPORT|FAIL|error" "$T/transport.log"
 [ "$rc" = 0 ] || { tail -5 "$T/transport.log"; echo "FAIL: test_comm_transport (exit $rc)"; bad=1; }
+fi
+if part ranks; then
 run one 1 || bad=1
 run one_acc 1 training.micro_batch_size=$((GB / N)) training.grad_accum=$N || bad=1
 run many "$N" || bad=1
@@ -61,6 +68,11 @@ compare one_acc many "1 GPU accumulating $N micro-batches vs $N GPUs ZeRO-3" || 
 compare one many "1 vs $N GPUs ZeRO-3" || bad=1
 run many_bf16 "$N" distributed.grad_reduce_dtype=bf16 || bad=1
 compare one many_bf16 "1 vs $N GPUs ZeRO-3 bf16 reduction" || bad=1
+if [ "$N" -ge 4 ]; then
+  run hybrid "$N" distributed.dp_outer=2 distributed.outer_strategy=shard || bad=1
+  compare one hybrid "1 vs $N GPUs hybrid (dp_outer 2, outer-sharded optimizer)" || bad=1
+fi
+fi
 same() {  # same A B LABEL: runs that should do the same arithmetic (GEMM autotuning off in both)
   python3 - "$T/$1/metrics.jsonl" "$T/$2/metrics.jsonl" "$3" <<'PY'
 import json, sys
@@ -76,15 +88,19 @@ print(f"EQUIV {sys.argv[3]}: {len(a)} steps, loss {a[min(a)]:.4f} -> {a[max(a)]:
 sys.exit(0 if ok else 1)
 PY
 }
-TUNE=0 run nccl_fixed "$N" distributed.transport=nccl || bad=1
+if part same || part hm; then TUNE=0 run nccl_fixed "$N" distributed.transport=nccl || bad=1; fi
+if part same; then
 TUNE=0 run ce_fixed "$N" distributed.transport=copy_engine || bad=1
 same ce_fixed nccl_fixed "$N GPUs copy-engine vs NCCL transport" || bad=1
 # Bursts (distributed.comm_burst = 4: gathers and reduce-scatters 4 units at a time, from rings of 5 and 8 slots)
 # move the same bytes and add the same numbers, only at other times: a slot overwritten too early shows here.
 TUNE=0 run ce_burst "$N" distributed.transport=copy_engine distributed.comm_burst=4 || bad=1
 same ce_burst ce_fixed "$N GPUs ZeRO-3 bursts of 4 units vs 1" || bad=1
-if [ "$N" -ge 4 ]; then
-  run hybrid "$N" distributed.dp_outer=2 distributed.outer_strategy=shard || bad=1
-  compare one hybrid "1 vs $N GPUs hybrid (dp_outer 2, outer-sharded optimizer)" || bad=1
+fi
+if part hm; then
+# Host memory (distributed.transport = host_memory: PCIe, NVLink idle) moves the same bytes and adds the same
+# numbers in rank order, the gradient norm's all-reduce included.
+TUNE=0 run hm_fixed "$N" distributed.transport=host_memory distributed.timeout_s=60 || bad=1
+same hm_fixed nccl_fixed "$N GPUs host-memory vs NCCL transport" || bad=1
 fi
 exit $bad

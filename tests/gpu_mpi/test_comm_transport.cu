@@ -1,12 +1,16 @@
-// The copy-engine transport (engine/comm_ce.h) against NCCL and a host reference, on every GPU of one host:
+// The one-host transports, copy engines over NVLink (engine/comm_ce.h) and host memory over PCIe
+// (engine/comm_host.h), against NCCL and a host reference, on every GPU of one host:
 //   mpirun -np N test_comm_transport       (run by tests/gpu/multi_gpu_equivalence.sh; N >= 2)
-// Counts that grow (the staging is re-made collectively) and are not multiples of anything, fp32 and bf16,
-// all-gathers in and out of place, reduce-scatters; outputs poisoned first; inputs written by a compute-stream
-// kernel just before the collective (no host sync: the collective must wait for it); results read back by a
-// compute-stream kernel after wait(ticket) (compute must wait for the collective); and a burst of collectives
-// issued back to back before anything is checked (the flags' sequence numbers under pipelining).
+// Counts that grow (the staging is re-made) and are not multiples of anything (nor of the host transport's
+// chunks, whose ring wraps inside the larger ones), fp32 and bf16, all-gathers in and out of place,
+// reduce-scatters, all-reduces (host memory: fp32, fp64, bf16, bit-identical on every rank); outputs poisoned
+// first; inputs written by a compute-stream kernel just before the collective (no host sync: the collective must
+// wait for it); results read back by a compute-stream kernel after wait(ticket) (compute must wait for the
+// collective); and a burst of collectives issued back to back before anything is checked (the flags' sequence
+// numbers under pipelining).
 #include <mpi.h>
 
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +19,7 @@
 
 #include "engine/check.h"
 #include "engine/comm_ce.h"
+#include "engine/comm_host.h"
 #include "engine/comm_mpi.h"
 #include "engine/comm_nccl.h"
 #include "engine/cuda_buffer.h"
@@ -54,19 +59,20 @@ struct Checker {
   }
 };
 
-// One collective of kind `k` ("ag", "ag_inplace", "rs") through `comm`, inputs filled on the compute stream,
+// One collective of kind `k` ("ag", "ag_inplace", "rs", "ar": all-reduce in place) through `comm`, inputs filled on the compute stream,
 // output poisoned, read back through the compute stream after wait(ticket). Returns the output as float.
 template <class T>
 std::vector<float> run_one(Comm& comm, cudaStream_t compute, const std::string& k, size_t count, int c) {
   const int n = comm.size(), me = comm.rank();
-  const size_t out_n = k == "rs" ? count : count * n, in_n = k == "rs" ? count * n : count;
+  const size_t out_n = k == "rs" || k == "ar" ? count : count * n, in_n = k == "rs" ? count * n : count;
   gpu::DeviceBuffer<T> out(out_n), in(in_n);
   gpu::DeviceBuffer<float> check(out_n);
   CUDA_CHECK(cudaMemsetAsync(out.get(), 0xFF, out.bytes(), compute));  // NaN in fp32 and bf16
-  T* send = k == "ag_inplace" ? out.get() + count * me : in.get();
+  T* send = k == "ag_inplace" ? out.get() + count * me : k == "ar" ? out.get() : in.get();
   fill_input<<<256, 256, 0, compute>>>(send, in_n, c, me);
   CUDA_CHECK_LAUNCH();
   if (k == "rs") comm.reduce_scatter(out.get(), send, count, dtype_of<T>());
+  else if (k == "ar") comm.allreduce(out.get(), count, dtype_of<T>());
   else comm.allgather(out.get(), send, count, dtype_of<T>());
   comm.wait(comm.ticket());
   copy_out<<<256, 256, 0, compute>>>(out.get(), check.get(), out_n);
@@ -79,11 +85,11 @@ std::vector<float> run_one(Comm& comm, cudaStream_t compute, const std::string& 
 
 // What the collective must produce on this rank (sums of bf16-exact inputs over at most 8 ranks are exact).
 std::vector<float> expected(const std::string& k, size_t count, int c, int n, int me) {
-  std::vector<float> e(k == "rs" ? count : count * n);
+  std::vector<float> e(k == "rs" || k == "ar" ? count : count * n);
   for (size_t i = 0; i < e.size(); ++i) {
-    if (k == "rs") {
+    if (k == "rs" || k == "ar") {
       float s = 0;
-      for (int r = 0; r < n; ++r) s += input_value(c, r, count * me + i);
+      for (int r = 0; r < n; ++r) s += input_value(c, r, (k == "rs" ? count * me : 0) + i);
       e[i] = s;
     } else {
       e[i] = input_value(c, (int)(i / count), i % count);
@@ -106,49 +112,63 @@ int main(int argc, char** argv) {
       auto world = NcclComm::world(cs);
       VIT_REQUIRE(world->size() >= 2, "test_comm_transport needs at least 2 ranks (mpirun -np 2)");
       std::unique_ptr<Comm> nccl = shard_group_comm(*world, 0, mpi.rank(), "nccl");
-      std::unique_ptr<Comm> ce = shard_group_comm(*world, 0, mpi.rank(), "copy_engine");
       Checker ck;
       ck.rank = mpi.rank();
-      ck.expect(dynamic_cast<CopyEngineComm*>(ce.get()) != nullptr, "transport copy_engine built a copy-engine comm");
-      const int n = ce->size(), me = ce->rank();
-      int c = 0;
-      for (size_t count : {size_t{1}, size_t{7}, size_t{4097}, size_t{1000003}, size_t{64}, size_t{3000017}}) {
-        for (const std::string k : {"ag", "ag_inplace", "rs"}) {
-          ++c;
-          const auto e = expected(k, count, c, n, me);
-          const auto f = run_one<float>(*ce, compute, k, count, c);
-          const auto g = run_one<float>(*nccl, compute, k, count, c);
-          const auto h = run_one<bf16>(*ce, compute, k, count, c);
-          size_t bad_f = 0, bad_g = 0, bad_h = 0;
-          for (size_t i = 0; i < e.size(); ++i) {
-            bad_f += std::memcmp(&f[i], &e[i], 4) != 0;
-            bad_g += std::memcmp(&g[i], &f[i], 4) != 0;
-            // bf16 sums of up to 8 values of 8 bits round once: within half a bf16 ulp of the exact sum.
-            bad_h += !(std::fabs(h[i] - e[i]) <= std::ldexp(std::fabs(e[i]), -8));
+      for (const std::string tr : {"copy_engine", "host_memory"}) {
+        std::unique_ptr<Comm> comm = shard_group_comm(*world, 0, mpi.rank(), tr);
+        const bool host = tr == "host_memory";
+        ck.expect(host ? dynamic_cast<HostMemoryComm*>(comm.get()) != nullptr
+                       : dynamic_cast<CopyEngineComm*>(comm.get()) != nullptr, "transport " + tr + " built its comm");
+        const int n = comm->size(), me = comm->rank();
+        int c = 0;
+        for (size_t count : {size_t{1}, size_t{7}, size_t{4097}, size_t{1000003}, size_t{64}, size_t{3000017}}) {
+          for (const std::string k : {"ag", "ag_inplace", "rs", "ar"}) {
+            ++c;
+            const auto e = expected(k, count, c, n, me);
+            const auto f = run_one<float>(*comm, compute, k, count, c);
+            const auto g = run_one<float>(*nccl, compute, k, count, c);
+            const auto h = run_one<bf16>(*comm, compute, k, count, c);
+            size_t bad_f = 0, bad_g = 0, bad_h = 0, bad_d = 0;
+            for (size_t i = 0; i < e.size(); ++i) {
+              bad_f += std::memcmp(&f[i], &e[i], 4) != 0;
+              bad_g += std::memcmp(&g[i], &f[i], 4) != 0;
+              // bf16 sums of up to 8 values of 8 bits round once: within half a bf16 ulp of the exact sum.
+              bad_h += !(std::fabs(h[i] - e[i]) <= std::ldexp(std::fabs(e[i]), -8));
+            }
+            const std::string what = tr + " " + k + " count " + std::to_string(count);
+            ck.expect(bad_f == 0, what + " fp32: " + std::to_string(bad_f) + " elements differ from the exact result");
+            ck.expect(bad_g == 0, what + " fp32: " + std::to_string(bad_g) + " elements differ from NCCL's");
+            ck.expect(bad_h == 0, what + " bf16: " + std::to_string(bad_h) + " elements off by more than rounding");
+            if (k == "ar" && host) {
+              const auto d = run_one<double>(*comm, compute, k, count, c);
+              for (size_t i = 0; i < e.size(); ++i) bad_d += d[i] != e[i];
+              ck.expect(bad_d == 0, what + " fp64: " + std::to_string(bad_d) + " elements differ from the exact result");
+              // Replicas must stay bit-identical: every rank's bf16 all-reduce (rounded) hashes the same.
+              uint64_t hash = 1469598103934665603ull;
+              for (float v : h) hash = (hash ^ std::bit_cast<uint32_t>(v)) * 1099511628211ull;
+              uint64_t lo = 0, hi = 0;
+              MPI_CHECK(MPI_Allreduce(&hash, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD));
+              MPI_CHECK(MPI_Allreduce(&hash, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD));
+              ck.expect(lo == hi, what + " bf16: the ranks' results differ");
+            }
           }
-          const std::string what = k + " count " + std::to_string(count);
-          ck.expect(bad_f == 0, what + " fp32: " + std::to_string(bad_f) + " elements differ from the exact result");
-          ck.expect(bad_g == 0, what + " fp32: " + std::to_string(bad_g) + " elements differ from NCCL's");
-          ck.expect(bad_h == 0, what + " bf16: " + std::to_string(bad_h) + " elements off by more than rounding");
         }
-      }
-      // A burst: 40 collectives of alternating kinds and sizes issued without a host sync in between.
-      {
+        // A burst: 40 collectives of alternating kinds and sizes issued without a host sync in between.
         constexpr int kBurst = 40;
         std::vector<gpu::DeviceBuffer<float>> outs, ins;
         std::vector<size_t> counts;
         for (int b = 0; b < kBurst; ++b) {
-          const size_t count = 1000 + 7919 * (size_t)b;
+          const size_t count = 1000 + 7919 * (size_t)b * (host ? 20 : 1);  // host: up to ~6 MiB, several chunks
           counts.push_back(count);
           outs.emplace_back(b % 2 ? count : count * n);
           ins.emplace_back(b % 2 ? count * n : count);
           CUDA_CHECK(cudaMemsetAsync(outs.back().get(), 0xFF, outs.back().bytes(), compute));
           fill_input<<<256, 256, 0, compute>>>(ins.back().get(), ins.back().size(), 1000 + b, me);
           CUDA_CHECK_LAUNCH();
-          if (b % 2) ce->reduce_scatter(outs.back().get(), ins.back().get(), count, DType::f32);
-          else ce->allgather(outs.back().get(), ins.back().get(), count, DType::f32);
+          if (b % 2) comm->reduce_scatter(outs.back().get(), ins.back().get(), count, DType::f32);
+          else comm->allgather(outs.back().get(), ins.back().get(), count, DType::f32);
         }
-        ce->wait(ce->ticket());
+        comm->wait(comm->ticket());
         CUDA_CHECK(cudaStreamSynchronize(compute));
         size_t wrong = 0;
         for (int b = 0; b < kBurst; ++b) {
@@ -157,11 +177,12 @@ int main(int argc, char** argv) {
           const auto e = expected(b % 2 ? "rs" : "ag", counts[(size_t)b], 1000 + b, n, me);
           for (size_t i = 0; i < e.size(); ++i) wrong += std::memcmp(&got[i], &e[i], 4) != 0;
         }
-        ck.expect(wrong == 0, "burst of " + std::to_string(kBurst) + " collectives: " + std::to_string(wrong) +
+        ck.expect(wrong == 0, tr + " burst of " + std::to_string(kBurst) + " collectives: " + std::to_string(wrong) +
                                   " elements wrong");
+        comm->synchronize();
       }
-      std::printf("TRANSPORT rank %d/%d: %d of %d checks pass (copy engines vs exact results and NCCL)\n", me, n,
-                  ck.cases - ck.failures, ck.cases);
+      std::printf("TRANSPORT rank %d/%d: %d of %d checks pass (copy engines and host memory vs exact results and "
+                  "NCCL)\n", nccl->rank(), nccl->size(), ck.cases - ck.failures, ck.cases);
       bad = ck.failures;
     }
     int any = 0;

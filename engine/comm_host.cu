@@ -1,0 +1,259 @@
+#include "engine/comm_host.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+
+#include "engine/check.h"
+#include "engine/cuda_driver.h"
+#include "kernels/types.h"
+
+namespace vit {
+
+namespace {
+
+using WriteValue = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
+using WaitValue = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
+
+constexpr const char* kKey = "distributed.transport = \"host_memory\"";
+
+// Every rank's input, in rank order.
+struct RankPtrs {
+  const void* p[kMaxLocalRanks];
+  int n;
+};
+template <class T, class Acc>
+__global__ void sum_in_rank_order(T* out, RankPtrs in, size_t count) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
+    Acc s = (Acc)static_cast<const T*>(in.p[0])[i];
+    for (int r = 1; r < in.n; ++r) s += (Acc)static_cast<const T*>(in.p[r])[i];
+    out[i] = (T)s;
+  }
+}
+
+}  // namespace
+
+// The region every rank maps: one page of counters, then per ordered pair (from, to) a ring of kSlots chunks.
+// ready[from][to] is written only by `from`, taken[to][from] only by `to`.
+struct HostMemoryComm::Shared {
+  static constexpr int kSlots = 4;
+  static constexpr size_t kHeader = 4096;
+  static constexpr size_t kBudget = size_t{64} << 20;  // /dev/shm is often small (64 MiB in a default container)
+  char* host = nullptr;
+  char* dev = nullptr;  // the same memory as the GPU addresses it
+  size_t bytes = 0, chunk = 0;
+  int n = 0;
+  bool pinned = false;
+
+  Shared(MPI_Comm g, int me, int n_) : n(n_) {
+    const size_t pairs = (size_t)n * (size_t)(n - 1);
+    chunk = std::clamp<size_t>(kBudget / (pairs * kSlots) & ~((size_t{64} << 10) - 1), size_t{64} << 10,
+                               size_t{2} << 20);
+    bytes = kHeader + pairs * kSlots * chunk;
+    // Rank 0 makes the region (reserved with posix_fallocate: a full /dev/shm is an error here, not a SIGBUS
+    // later), the others open it by name; the name is unlinked once everyone has it open.
+    char name[64] = {};
+    int err = 0, fd = -1;
+    if (me == 0) {
+      const auto t = std::chrono::steady_clock::now().time_since_epoch().count();
+      std::snprintf(name, sizeof name, "/vit_hostmem_%d_%llx", (int)getpid(), (unsigned long long)t);
+      fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+      if (fd < 0) err = errno;
+      else if (int rc = posix_fallocate(fd, 0, (off_t)bytes); rc != 0) err = rc;
+    }
+    MPI_CHECK(MPI_Bcast(name, sizeof name, MPI_CHAR, 0, g));
+    MPI_CHECK(MPI_Bcast(&err, 1, MPI_INT, 0, g));
+    if (err) {
+      if (fd >= 0) close(fd), shm_unlink(name);
+      fail(kKey, ": cannot make ", bytes >> 20, " MiB of shared memory in /dev/shm (", std::strerror(err),
+           "): give the job a larger /dev/shm (docker run --shm-size) or use transport = \"copy_engine\"");
+    }
+    if (me != 0) fd = shm_open(name, O_RDWR, 0);
+    std::string why;
+    if (fd < 0) {
+      why = std::string("shm_open: ") + std::strerror(errno);
+    } else {
+      void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (p == MAP_FAILED) why = std::string("mmap: ") + std::strerror(errno);
+      else host = static_cast<char*>(p);
+      close(fd);
+    }
+    if (host) {
+      const cudaError_t e = cudaHostRegister(host, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable);
+      if (e != cudaSuccess) {
+        why = std::string("cudaHostRegister: ") + cudaGetErrorString(e);
+        (void)cudaGetLastError();
+      } else {
+        pinned = true;
+        void* d = nullptr;
+        CUDA_CHECK(cudaHostGetDevicePointer(&d, host, 0));
+        dev = static_cast<char*>(d);
+      }
+    }
+    // Every rank has tried to open the region once this returns: the name can go.
+    int ok = pinned ? 1 : 0, all_ok = 0;
+    MPI_CHECK(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, g));
+    if (me == 0) shm_unlink(name);
+    if (!all_ok) {
+      release();
+      fail(kKey, ": ", ok ? std::string("another rank") : "rank " + std::to_string(me), " cannot map and pin the ",
+           "shared host buffer", ok ? "" : " (" + why + ")", ": check /dev/shm and the locked-memory limit ",
+           "(ulimit -l), or use transport = \"copy_engine\"");
+    }
+  }
+  void release() {
+    if (pinned) cudaHostUnregister(host), pinned = false;
+    if (host) munmap(host, bytes), host = nullptr;
+  }
+  ~Shared() { release(); }
+  Shared(const Shared&) = delete;
+  Shared& operator=(const Shared&) = delete;
+
+  size_t pair(int from, int to) const { return (size_t)from * (size_t)(n - 1) + (size_t)(to < from ? to : to - 1); }
+  char* slot(int from, int to, uint32_t c) const { return host + kHeader + (pair(from, to) * kSlots + c % kSlots) * chunk; }
+  CUdeviceptr ready(int from, int to) const { return (CUdeviceptr)(dev + sizeof(uint32_t) * (from * kMaxLocalRanks + to)); }
+  CUdeviceptr taken(int to, int from) const {
+    return (CUdeviceptr)(dev + sizeof(uint32_t) * (kMaxLocalRanks * kMaxLocalRanks + to * kMaxLocalRanks + from));
+  }
+};
+
+struct HostMemoryComm::Streams {
+  cudaStream_t land = nullptr;
+  cudaEvent_t start = nullptr, landed = nullptr;
+  Streams() {
+    CUDA_CHECK(cudaStreamCreateWithFlags(&land, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&start, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&landed, cudaEventDisableTiming));
+  }
+  ~Streams() {
+    if (land) cudaStreamSynchronize(land), cudaStreamDestroy(land);
+    if (start) cudaEventDestroy(start);
+    if (landed) cudaEventDestroy(landed);
+  }
+  Streams(const Streams&) = delete;
+  Streams& operator=(const Streams&) = delete;
+};
+
+HostMemoryComm::HostMemoryComm(MPI_Comm group, CommStream& cs) : cs_(cs) {
+  MPI_CHECK(MPI_Comm_dup(group, &group_.c));
+  MPI_CHECK(MPI_Comm_size(group_.c, &size_));
+  MPI_CHECK(MPI_Comm_rank(group_.c, &rank_));
+  require_one_host(group_.c, size_, "host_memory");
+  const char* fix = "distributed.transport = \"host_memory\" needs it: update the driver or use \"nccl\"";
+  write_value_ = driver_entry_point("cuStreamWriteValue32", fix);
+  wait_value_ = driver_entry_point("cuStreamWaitValue32", fix);
+  shm_ = std::make_unique<Shared>(group_.c, rank_, size_);
+  st_ = std::make_unique<Streams>();
+}
+
+HostMemoryComm::~HostMemoryComm() {
+  // The region stays mapped in the peers' processes: only this rank's streams must be done with it.
+  cudaStreamSynchronize(cs_.stream());
+  st_.reset();
+  shm_.reset();
+}
+
+void HostMemoryComm::synchronize() {
+  cs_.synchronize();
+  CUDA_CHECK(cudaStreamSynchronize(st_->land));
+}
+
+std::string HostMemoryComm::describe() const {
+  return "host memory (copy engines over PCIe, NVLink idle), " + std::to_string(size()) + " GPUs of one host";
+}
+
+void HostMemoryComm::reserve(size_t bytes_per_peer) {
+  if (bytes_per_peer <= land_bytes_) return;
+  synchronize();  // nothing in flight lands in the old buffer (the first steps only)
+  land_bytes_ = (bytes_per_peer + (1u << 20) - 1) & ~size_t((1u << 20) - 1);
+  landing_ = gpu::DeviceBuffer<char>();
+  landing_ = gpu::DeviceBuffer<char>(land_bytes_ * (size_t)(size() - 1));
+}
+
+char* HostMemoryComm::landing(int from) const {
+  return landing_.get() + land_bytes_ * (size_t)(from < rank() ? from : from - 1);
+}
+
+template <class Piece, class Land>
+void HostMemoryComm::exchange(size_t bytes, Piece piece, Land land) {
+  cs_.after_compute();
+  cudaStream_t up = cs_.stream(), down = st_->land;
+  // The landing may overwrite its destinations only once the communication stream got here (the compute
+  // before this collective and the collectives before it are done with them).
+  CUDA_CHECK(cudaEventRecord(st_->start, up));
+  CUDA_CHECK(cudaStreamWaitEvent(down, st_->start, 0));
+  auto write = reinterpret_cast<WriteValue>(write_value_);
+  auto wait = reinterpret_cast<WaitValue>(wait_value_);
+  const Shared& m = *shm_;
+  const int n = size(), me = rank();
+  for (size_t off = 0; off < bytes; off += m.chunk) {
+    const size_t len = std::min(m.chunk, bytes - off);
+    const uint32_t c = ++chunk_seq_;
+    for (int q = 0; q < n; ++q) {  // up: into my slot for q, once q took the chunk that used it last
+      if (q == me) continue;
+      if (c > (uint32_t)Shared::kSlots) CU_CHECK(wait((CUstream)up, m.taken(q, me), c - Shared::kSlots, CU_STREAM_WAIT_VALUE_GEQ));
+      CUDA_CHECK(cudaMemcpyAsync(m.slot(me, q, c), static_cast<const char*>(piece(q)) + off, len,
+                                 cudaMemcpyDeviceToHost, up));
+      // Default flags: the write is fenced after the copy's bytes.
+      CU_CHECK(write((CUstream)up, m.ready(me, q), c, CU_STREAM_WRITE_VALUE_DEFAULT));
+    }
+    for (int p = 0; p < n; ++p) {  // down: p's chunk for me, then the slot is p's again
+      if (p == me) continue;
+      CU_CHECK(wait((CUstream)down, m.ready(p, me), c, CU_STREAM_WAIT_VALUE_GEQ));
+      CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(land(p)) + off, m.slot(p, me, c), len, cudaMemcpyHostToDevice,
+                                 down));
+      CU_CHECK(write((CUstream)down, m.taken(me, p), c, CU_STREAM_WRITE_VALUE_DEFAULT));
+    }
+  }
+  CUDA_CHECK(cudaEventRecord(st_->landed, down));
+  CUDA_CHECK(cudaStreamWaitEvent(up, st_->landed, 0));
+}
+
+void HostMemoryComm::sum_ranks(void* recv, const void* own, size_t count, DType t) {
+  RankPtrs in{};
+  in.n = size();
+  for (int r = 0; r < size(); ++r) in.p[r] = r == rank() ? own : landing(r);
+  const int blocks = (int)std::min<size_t>((count + 255) / 256, 1024);
+  cudaStream_t s = cs_.stream();
+  switch (t) {
+    case DType::f32: sum_in_rank_order<float, float><<<blocks, 256, 0, s>>>(static_cast<float*>(recv), in, count); break;
+    case DType::f64: sum_in_rank_order<double, double><<<blocks, 256, 0, s>>>(static_cast<double*>(recv), in, count); break;
+    case DType::bf16: sum_in_rank_order<bf16, float><<<blocks, 256, 0, s>>>(static_cast<bf16*>(recv), in, count); break;
+    case DType::i32: sum_in_rank_order<int, int><<<blocks, 256, 0, s>>>(static_cast<int*>(recv), in, count); break;
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+void HostMemoryComm::allgather(void* recv, const void* send, size_t count, DType t) {
+  if (count == 0) return;  // the same on every rank
+  const size_t bytes = count * dtype_size(t);
+  char* out = static_cast<char*>(recv);
+  exchange(bytes, [&](int) { return send; }, [&](int from) { return out + bytes * (size_t)from; });
+  if (out + bytes * (size_t)rank() != send)
+    CUDA_CHECK(cudaMemcpyAsync(out + bytes * (size_t)rank(), send, bytes, cudaMemcpyDeviceToDevice, cs_.stream()));
+}
+
+void HostMemoryComm::reduce_scatter(void* recv, const void* send, size_t count, DType t) {
+  if (count == 0) return;
+  const size_t bytes = count * dtype_size(t);
+  reserve(bytes);
+  const char* in = static_cast<const char*>(send);
+  exchange(bytes, [&](int q) { return in + bytes * (size_t)q; }, [&](int from) { return landing(from); });
+  sum_ranks(recv, in + bytes * (size_t)rank(), count, t);
+}
+
+void HostMemoryComm::allreduce(void* buf, size_t count, DType t) {
+  if (count == 0) return;
+  const size_t bytes = count * dtype_size(t);
+  reserve(bytes);
+  exchange(bytes, [&](int) { return buf; }, [&](int from) { return landing(from); });
+  sum_ranks(buf, buf, count, t);
+}
+
+}  // namespace vit
