@@ -92,12 +92,14 @@ struct HostMemoryComm::Shared {
       } else {
         pinned = true;
         void* d = nullptr;
-        CUDA_CHECK(cudaHostGetDevicePointer(&d, host, 0));
+        // Not CUDA_CHECK: a rank that threw here would leave the others waiting in the all-reduce below.
+        if (const cudaError_t e2 = cudaHostGetDevicePointer(&d, host, 0); e2 != cudaSuccess)
+          why = std::string("cudaHostGetDevicePointer: ") + cudaGetErrorString(e2), (void)cudaGetLastError();
         dev = static_cast<char*>(d);
       }
     }
     // Every rank has tried to open the region once this returns: the name can go.
-    int ok = pinned ? 1 : 0, all_ok = 0;
+    int ok = dev ? 1 : 0, all_ok = 0;
     MPI_CHECK(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, g));
     if (me == 0) shm_unlink(name);
     if (!all_ok) {
@@ -127,15 +129,18 @@ struct HostMemoryComm::Streams {
   cudaStream_t land = nullptr;
   cudaEvent_t start = nullptr, landed = nullptr;
   Streams() {
-    CUDA_CHECK(cudaStreamCreateWithFlags(&land, cudaStreamNonBlocking));
-    CUDA_CHECK(cudaEventCreateWithFlags(&start, cudaEventDisableTiming));
-    CUDA_CHECK(cudaEventCreateWithFlags(&landed, cudaEventDisableTiming));
+    cudaError_t e = cudaStreamCreateWithFlags(&land, cudaStreamNonBlocking);
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&start, cudaEventDisableTiming);
+    if (e == cudaSuccess) e = cudaEventCreateWithFlags(&landed, cudaEventDisableTiming);
+    if (e != cudaSuccess) destroy();  // a throwing constructor gets no destructor
+    CUDA_CHECK(e);
   }
-  ~Streams() {
-    if (land) cudaStreamSynchronize(land), cudaStreamDestroy(land);
-    if (start) cudaEventDestroy(start);
-    if (landed) cudaEventDestroy(landed);
+  void destroy() {
+    if (land) cudaStreamSynchronize(land), cudaStreamDestroy(land), land = nullptr;
+    if (start) cudaEventDestroy(start), start = nullptr;
+    if (landed) cudaEventDestroy(landed), landed = nullptr;
   }
+  ~Streams() { destroy(); }
   Streams(const Streams&) = delete;
   Streams& operator=(const Streams&) = delete;
 };
