@@ -2,7 +2,7 @@
 // piece over PCIe into a buffer shared by the ranks' processes and out of it into the peer, so the GPUs' NVLink
 // stays idle.
 //
-// Why: at the power cap an awake NVLink costs the SMs ~2.4% of their clock whatever the bytes (2x H200, 700 W:
+// Why: at the power cap an awake NVLink costs the SMs ~2.5% of their clock whatever the bytes (2x H200, 700 W:
 // docs/benchmarks.md runs 98 and 101), and the driver lets a link sleep only after 50 ms idle, longer than a
 // training step, so any transport over NVLink pays it; the same copies from host memory cost nothing (run 101).
 // A 2-GPU ZeRO-3 ViT-B step moves ~6 GB/s per GPU each way, a fraction of PCIe's bandwidth.
