@@ -183,10 +183,11 @@ std::unique_ptr<Comm> shard_group_comm(const NcclComm& world, int color, int key
   // The constructors' checks fail on every rank of the group together, so "auto" falls back together (no
   // world-wide collective from here on, since other groups may have succeeded).
   std::string why;
-  // Host memory where asked for, and for "auto" in a group of 2 GPUs: there it leaves NVLink asleep and was
-  // measured faster at the power cap (docs/benchmarks.md, runs 103-104). The group's NCCL communicator goes
-  // (destroyed alike on the group's ranks): none of its collectives may run, they would wake the links.
-  if (transport == "host_memory" || (transport == "auto" && nccl->size() == 2)) {
+  // Host memory where asked for, and for "auto" in a job of 2 GPUs: there it leaves NVLink asleep and was
+  // measured faster at the power cap (docs/benchmarks.md, runs 103-104). (With outer groups their NCCL collectives
+  // wake the links anyway.) The group's NCCL communicator goes (destroyed alike on the group's ranks): none of its
+  // collectives may run, they would wake the links.
+  if (transport == "host_memory" || (transport == "auto" && nccl->size() == 2 && world.size() == 2)) {
     try {
       return std::make_unique<HostMemoryComm>(g.c, world.comm_stream());
     } catch (const Error& e) {

@@ -1,6 +1,6 @@
 // Copy-engine collectives for the GPUs of one host (distributed.transport = "copy_engine", and "auto", the
-// default, for groups of more than 2): all-gather and reduce-scatter move their bytes with the GPUs' copy engines
-// over NVLink instead of NCCL's kernels. (Groups of 2 go through host memory by default: engine/comm_host.h.)
+// default, beyond a 2-GPU job): all-gather and reduce-scatter move their bytes with the GPUs' copy engines over
+// NVLink instead of NCCL's kernels. (A 2-GPU job goes through host memory by default: engine/comm_host.h.)
 //
 // Why: NCCL's kernels move data through the SMs, and a GEMM running beside them loses 5-9% of its speed, while
 // copy-engine writes of 3.6x the bytes cost it 2% (tools/bench_overlap, docs/benchmarks.md run 92). The 2-GPU
@@ -70,7 +70,7 @@ class CopyEngineComm final : public Comm {
 
 // The shard group's communicator (ncclCommSplit with color and key): NCCL's own for transport = "nccl" or a
 // single rank; copy engines for "copy_engine" and host memory for "host_memory" (engine/comm_host.h; a one-line
-// error where they cannot work); for "auto", host memory for a group of 2, copy engines for more (and where host
+// error where they cannot work); for "auto", host memory in a job of 2 GPUs, copy engines otherwise (and where host
 // memory fails), else NCCL, the reason for a fallback in *note. Collective over MPI_COMM_WORLD.
 std::unique_ptr<Comm> shard_group_comm(const NcclComm& world, int color, int key, const std::string& transport,
                                        std::string* note = nullptr);

@@ -499,7 +499,7 @@ std::vector<Field> build_fields() {
   f.push_back(choice_field("distributed.transport", VIT_MEMBER(distributed.transport), {"auto", "nccl", "copy_engine", "host_memory"},
                            "GPU shard groups of one host: collectives by the copy engines over NVLink (copy_engine: no SMs) "
                            "or through shared host memory over PCIe (host_memory: NVLink stays asleep, its power left "
-                           "to the SMs), or NCCL's kernels; auto = host memory for 2 GPUs, copy engines for more, "
+                           "to the SMs), or NCCL's kernels; auto = host memory in a 2-GPU job, copy engines otherwise, "
                            "NCCL where neither works; the CPU backend (MPI) is unaffected"));
   f.push_back(float_field("distributed.timeout_s", VIT_MEMBER(distributed.timeout_s), open_lo(0, 1e6), "a stalled collective ends the job after this"));
   // [logging]
