@@ -5,32 +5,8 @@
 
 #include "engine/check.h"
 #include "engine/comm_host.h"
-#include "engine/cuda_driver.h"
-#include "kernels/types.h"
 
 namespace vit {
-
-namespace {
-
-constexpr int kMaxRanks = kMaxLocalRanks;
-using WriteValue = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
-using WaitValue = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
-
-// recv[i] = own[i] + the staged pieces' [i], summed in fp32.
-struct Staged {
-  const void* p[kMaxRanks - 1];
-  int n;
-};
-template <class T>
-__global__ void sum_pieces(T* recv, const T* own, Staged staged, size_t count) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
-    float s = (float)own[i];
-    for (int k = 0; k < staged.n; ++k) s += (float)static_cast<const T*>(staged.p[k])[i];
-    recv[i] = (T)s;
-  }
-}
-
-}  // namespace
 
 // A device buffer of this rank, zeroed, and every peer's buffer of the same role mapped here (CUDA IPC).
 // Built and destroyed collectively over the group.
@@ -77,7 +53,7 @@ struct CopyEngineComm::Mapped {
   Mapped& operator=(const Mapped&) = delete;
 };
 
-CopyEngineComm::CopyEngineComm(std::unique_ptr<NcclComm>&& inner, MPI_Comm group, CommStream& cs) : cs_(cs) {
+CopyEngineComm::CopyEngineComm(std::unique_ptr<NcclComm>&& inner, MPI_Comm group, CommStream& cs) : StreamComm(cs) {
   MPI_CHECK(MPI_Comm_dup(group, &group_.c));
   const int n = inner->size(), me = inner->rank();
   int mpi_n = 0, mpi_me = 0;
@@ -85,10 +61,7 @@ CopyEngineComm::CopyEngineComm(std::unique_ptr<NcclComm>&& inner, MPI_Comm group
   MPI_CHECK(MPI_Comm_rank(group_.c, &mpi_me));
   VIT_ASSERT(mpi_n == n && mpi_me == me, "copy-engine comm: MPI group ", mpi_me, "/", mpi_n, " vs NCCL ", me, "/", n);
   require_one_host(group_.c, n, "copy_engine");
-  const char* fix = "distributed.transport = \"copy_engine\" needs it: update the driver or use \"nccl\"";
-  write_value_ = driver_entry_point("cuStreamWriteValue32", fix);
-  wait_value_ = driver_entry_point("cuStreamWaitValue32", fix);
-  flags_ = std::make_unique<Mapped>(sizeof(uint32_t) * 2 * kMaxRanks, group_.c, me, n);
+  flags_ = std::make_unique<Mapped>(sizeof(uint32_t) * 2 * kMaxLocalRanks, group_.c, me, n);
   inner_ = std::move(inner);  // only now: a constructor that fails leaves the caller its NCCL comm
 }
 
@@ -120,24 +93,21 @@ void CopyEngineComm::exchange(size_t bytes, Piece piece) {
   const uint32_t s = ++seq_;
   const int n = size(), me = rank();
   cudaStream_t st = cs_.stream();
-  auto write = reinterpret_cast<WriteValue>(write_value_);
-  auto wait = reinterpret_cast<WaitValue>(wait_value_);
   auto flag = [&](void* base, int kind, int who) {  // kind 0: staging free, 1: piece delivered
-    return (CUdeviceptr)(static_cast<uint32_t*>(base) + kind * kMaxRanks + who);
+    return (CUdeviceptr)(static_cast<uint32_t*>(base) + kind * kMaxLocalRanks + who);
   };
   for (int q = 0; q < n; ++q)
-    if (q != me) CU_CHECK(write((CUstream)st, flag(flags_->peer[(size_t)q], 0, me), s, CU_STREAM_WRITE_VALUE_DEFAULT));
+    if (q != me) flag_ops_.write(st, flag(flags_->peer[(size_t)q], 0, me), s);
   for (int q = 0; q < n; ++q)
-    if (q != me) CU_CHECK(wait((CUstream)st, flag(flags_->mine, 0, q), s, CU_STREAM_WAIT_VALUE_GEQ));
+    if (q != me) flag_ops_.wait_geq(st, flag(flags_->mine, 0, q), s);
   for (int q = 0; q < n; ++q) {
     if (q == me) continue;
     char* dst = static_cast<char*>(staging_->peer[(size_t)q]) + slot_bytes_ * (size_t)(me < q ? me : me - 1);
     CUDA_CHECK(cudaMemcpyAsync(dst, piece(q), bytes, cudaMemcpyDeviceToDevice, st));
-    // Default flags: the driver fences the copy's writes before the flag's.
-    CU_CHECK(write((CUstream)st, flag(flags_->peer[(size_t)q], 1, me), s, CU_STREAM_WRITE_VALUE_DEFAULT));
+    flag_ops_.write(st, flag(flags_->peer[(size_t)q], 1, me), s);  // fenced after the copy's bytes
   }
   for (int q = 0; q < n; ++q)
-    if (q != me) CU_CHECK(wait((CUstream)st, flag(flags_->mine, 1, q), s, CU_STREAM_WAIT_VALUE_GEQ));
+    if (q != me) flag_ops_.wait_geq(st, flag(flags_->mine, 1, q), s);
 }
 
 void CopyEngineComm::allgather(void* recv, const void* send, size_t count, DType t) {
@@ -157,21 +127,13 @@ void CopyEngineComm::allgather(void* recv, const void* send, size_t count, DType
 }
 
 void CopyEngineComm::reduce_scatter(void* recv, const void* send, size_t count, DType t) {
-  VIT_ASSERT(t == DType::f32 || t == DType::bf16, "copy-engine reduce-scatter of an unsupported type");
   if (count == 0) return;
   const size_t bytes = count * dtype_size(t);
   const char* in = static_cast<const char*>(send);
   exchange(bytes, [&](int q) { return in + bytes * (size_t)q; });
-  Staged sp{};
-  for (int q = 0; q < size(); ++q)
-    if (q != rank()) sp.p[sp.n++] = staged(q);
-  const int blocks = (int)std::min<size_t>((count + 255) / 256, 1024);
-  const void* own = in + bytes * (size_t)rank();
-  if (t == DType::f32)
-    sum_pieces<<<blocks, 256, 0, cs_.stream()>>>(static_cast<float*>(recv), static_cast<const float*>(own), sp, count);
-  else
-    sum_pieces<<<blocks, 256, 0, cs_.stream()>>>(static_cast<bf16*>(recv), static_cast<const bf16*>(own), sp, count);
-  CUDA_CHECK_LAUNCH();
+  const void* pieces[kMaxLocalRanks];
+  for (int q = 0; q < size(); ++q) pieces[q] = q == rank() ? in + bytes * (size_t)rank() : staged(q);
+  sum_in_order(cs_.stream(), recv, pieces, size(), count, t);
 }
 
 std::unique_ptr<Comm> shard_group_comm(const NcclComm& world, int color, int key, const std::string& transport,

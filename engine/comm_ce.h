@@ -12,7 +12,7 @@
 //   2. wait until every peer said the same (a stream wait on my flags)
 //   3. copy my piece for each peer into that peer's staging (copy engine), then raise its "done #seq" flag
 //   4. wait for every peer's "done #seq", then finish locally: all-gather copies the staged pieces into place,
-//      reduce-scatter adds them to my own piece (one small kernel, fp32 sums).
+//      reduce-scatter sums every rank's piece in rank order (engine/comm_local.h: one small kernel, fp32 sums).
 // The flag writes are ordered after the copies by the stream and fenced by the driver, so a peer that sees
 // "done" sees the bytes. Nothing waits on the host. Every rank must issue the same collectives in the same
 // order (as for NCCL); the staging grows, collectively, when a larger collective comes (the first step).
@@ -29,7 +29,7 @@
 
 namespace vit {
 
-class CopyEngineComm final : public Comm {
+class CopyEngineComm final : public StreamComm {
  public:
   // `inner` and `group` hold the same ranks in the same order (ncclCommSplit / MPI_Comm_split with the same
   // color and key); the group is duplicated. Fails with a one-line error, on every rank of the group together,
@@ -44,9 +44,6 @@ class CopyEngineComm final : public Comm {
   void allgather(void* recv, const void* send, size_t count, DType t) override;
   void reduce_scatter(void* recv, const void* send, size_t count, DType t) override;
   void allreduce(void* buf, size_t count, DType t) override { inner_->allreduce(buf, count, t); }
-  Ticket ticket() override { return cs_.ticket(); }
-  void wait(Ticket t) override { cs_.wait(t); }
-  void synchronize() override { cs_.synchronize(); }
   std::string describe() const override;
 
   struct Mapped;  // a buffer of this rank shared with the peers (CUDA IPC)
@@ -59,13 +56,11 @@ class CopyEngineComm final : public Comm {
   char* staged(int from) const;         // where peer `from`'s piece lands in my staging
 
   std::unique_ptr<NcclComm> inner_;
-  CommStream& cs_;
   OwnedMpiComm group_;
   std::unique_ptr<Mapped> flags_, staging_;  // after group_: released (collectively) before it is freed
   size_t slot_bytes_ = 0;  // staging per peer
   uint32_t seq_ = 0;
-  void* write_value_ = nullptr;  // the driver's cuStreamWriteValue32 / cuStreamWaitValue32 (no libcuda link)
-  void* wait_value_ = nullptr;
+  StreamFlags flag_ops_{"copy_engine"};
 };
 
 // The shard group's communicator (ncclCommSplit with color and key): NCCL's own for transport = "nccl" or a

@@ -11,31 +11,12 @@
 #include <cstring>
 
 #include "engine/check.h"
-#include "engine/cuda_driver.h"
-#include "kernels/types.h"
 
 namespace vit {
 
 namespace {
 
-using WriteValue = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
-using WaitValue = CUresult (*)(CUstream, CUdeviceptr, cuuint32_t, unsigned int);
-
 constexpr const char* kKey = "distributed.transport = \"host_memory\"";
-
-// Every rank's input, in rank order.
-struct RankPtrs {
-  const void* p[kMaxLocalRanks];
-  int n;
-};
-template <class T, class Acc>
-__global__ void sum_in_rank_order(T* out, RankPtrs in, size_t count) {
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < count; i += (size_t)gridDim.x * blockDim.x) {
-    Acc s = (Acc)static_cast<const T*>(in.p[0])[i];
-    for (int r = 1; r < in.n; ++r) s += (Acc)static_cast<const T*>(in.p[r])[i];
-    out[i] = (T)s;
-  }
-}
 
 }  // namespace
 
@@ -145,14 +126,11 @@ struct HostMemoryComm::Streams {
   Streams& operator=(const Streams&) = delete;
 };
 
-HostMemoryComm::HostMemoryComm(MPI_Comm group, CommStream& cs) : cs_(cs) {
+HostMemoryComm::HostMemoryComm(MPI_Comm group, CommStream& cs) : StreamComm(cs) {
   MPI_CHECK(MPI_Comm_dup(group, &group_.c));
   MPI_CHECK(MPI_Comm_size(group_.c, &size_));
   MPI_CHECK(MPI_Comm_rank(group_.c, &rank_));
   require_one_host(group_.c, size_, "host_memory");
-  const char* fix = "distributed.transport = \"host_memory\" needs it: update the driver or use \"nccl\"";
-  write_value_ = driver_entry_point("cuStreamWriteValue32", fix);
-  wait_value_ = driver_entry_point("cuStreamWaitValue32", fix);
   shm_ = std::make_unique<Shared>(group_.c, rank_, size_);
   st_ = std::make_unique<Streams>();
 }
@@ -165,7 +143,7 @@ HostMemoryComm::~HostMemoryComm() {
 }
 
 void HostMemoryComm::synchronize() {
-  cs_.synchronize();
+  StreamComm::synchronize();
   CUDA_CHECK(cudaStreamSynchronize(st_->land));
 }
 
@@ -193,8 +171,6 @@ void HostMemoryComm::exchange(size_t bytes, Piece piece, Land land) {
   // before this collective and the collectives before it are done with them).
   CUDA_CHECK(cudaEventRecord(st_->start, up));
   CUDA_CHECK(cudaStreamWaitEvent(down, st_->start, 0));
-  auto write = reinterpret_cast<WriteValue>(write_value_);
-  auto wait = reinterpret_cast<WaitValue>(wait_value_);
   const Shared& m = *shm_;
   const int n = size(), me = rank();
   for (size_t off = 0; off < bytes; off += m.chunk) {
@@ -202,37 +178,27 @@ void HostMemoryComm::exchange(size_t bytes, Piece piece, Land land) {
     const uint32_t c = ++chunk_seq_;
     for (int q = 0; q < n; ++q) {  // up: into my slot for q, once q took the chunk that used it last
       if (q == me) continue;
-      if (c > (uint32_t)Shared::kSlots) CU_CHECK(wait((CUstream)up, m.taken(q, me), c - Shared::kSlots, CU_STREAM_WAIT_VALUE_GEQ));
+      if (c > (uint32_t)Shared::kSlots) flag_ops_.wait_geq(up, m.taken(q, me), c - Shared::kSlots);
       CUDA_CHECK(cudaMemcpyAsync(m.slot(me, q, c), static_cast<const char*>(piece(q)) + off, len,
                                  cudaMemcpyDeviceToHost, up));
-      // Default flags: the write is fenced after the copy's bytes.
-      CU_CHECK(write((CUstream)up, m.ready(me, q), c, CU_STREAM_WRITE_VALUE_DEFAULT));
+      flag_ops_.write(up, m.ready(me, q), c);  // fenced after the copy's bytes
     }
     for (int p = 0; p < n; ++p) {  // down: p's chunk for me, then the slot is p's again
       if (p == me) continue;
-      CU_CHECK(wait((CUstream)down, m.ready(p, me), c, CU_STREAM_WAIT_VALUE_GEQ));
+      flag_ops_.wait_geq(down, m.ready(p, me), c);
       CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(land(p)) + off, m.slot(p, me, c), len, cudaMemcpyHostToDevice,
                                  down));
-      CU_CHECK(write((CUstream)down, m.taken(me, p), c, CU_STREAM_WRITE_VALUE_DEFAULT));
+      flag_ops_.write(down, m.taken(me, p), c);
     }
   }
   CUDA_CHECK(cudaEventRecord(st_->landed, down));
   CUDA_CHECK(cudaStreamWaitEvent(up, st_->landed, 0));
 }
 
-void HostMemoryComm::sum_ranks(void* recv, const void* own, size_t count, DType t) {
-  RankPtrs in{};
-  in.n = size();
-  for (int r = 0; r < size(); ++r) in.p[r] = r == rank() ? own : landing(r);
-  const int blocks = (int)std::min<size_t>((count + 255) / 256, 1024);
-  cudaStream_t s = cs_.stream();
-  switch (t) {
-    case DType::f32: sum_in_rank_order<float, float><<<blocks, 256, 0, s>>>(static_cast<float*>(recv), in, count); break;
-    case DType::f64: sum_in_rank_order<double, double><<<blocks, 256, 0, s>>>(static_cast<double*>(recv), in, count); break;
-    case DType::bf16: sum_in_rank_order<bf16, float><<<blocks, 256, 0, s>>>(static_cast<bf16*>(recv), in, count); break;
-    case DType::i32: sum_in_rank_order<int, int><<<blocks, 256, 0, s>>>(static_cast<int*>(recv), in, count); break;
-  }
-  CUDA_CHECK_LAUNCH();
+void HostMemoryComm::sum_landed(void* recv, const void* own, size_t count, DType t) {
+  const void* pieces[kMaxLocalRanks];
+  for (int r = 0; r < size(); ++r) pieces[r] = r == rank() ? own : landing(r);
+  sum_in_order(cs_.stream(), recv, pieces, size(), count, t);
 }
 
 void HostMemoryComm::allgather(void* recv, const void* send, size_t count, DType t) {
@@ -250,7 +216,7 @@ void HostMemoryComm::reduce_scatter(void* recv, const void* send, size_t count, 
   reserve(bytes);
   const char* in = static_cast<const char*>(send);
   exchange(bytes, [&](int q) { return in + bytes * (size_t)q; }, [&](int from) { return landing(from); });
-  sum_ranks(recv, in + bytes * (size_t)rank(), count, t);
+  sum_landed(recv, in + bytes * (size_t)rank(), count, t);
 }
 
 void HostMemoryComm::allreduce(void* buf, size_t count, DType t) {
@@ -258,7 +224,7 @@ void HostMemoryComm::allreduce(void* buf, size_t count, DType t) {
   const size_t bytes = count * dtype_size(t);
   reserve(bytes);
   exchange(bytes, [&](int) { return buf; }, [&](int from) { return landing(from); });
-  sum_ranks(buf, buf, count, t);
+  sum_landed(buf, buf, count, t);
 }
 
 }  // namespace vit

@@ -28,7 +28,7 @@
 
 namespace vit {
 
-class HostMemoryComm final : public Comm {
+class HostMemoryComm final : public StreamComm {
  public:
   // Collective over `group` (duplicated), whose ranks must be GPUs of one host; fails on every rank together,
   // with the fix, when the shared memory cannot be made or pinned.
@@ -42,9 +42,7 @@ class HostMemoryComm final : public Comm {
   void allgather(void* recv, const void* send, size_t count, DType t) override;
   void reduce_scatter(void* recv, const void* send, size_t count, DType t) override;
   void allreduce(void* buf, size_t count, DType t) override;
-  Ticket ticket() override { return cs_.ticket(); }
-  void wait(Ticket t) override { cs_.wait(t); }
-  void synchronize() override;
+  void synchronize() override;  // the landing stream too
   std::string describe() const override;
 
   struct Shared;  // the shared, pinned host region
@@ -58,9 +56,8 @@ class HostMemoryComm final : public Comm {
   void reserve(size_t bytes_per_peer);  // the device landing of reductions (local: grows without the peers)
   char* landing(int from) const;
   // recv[i] = sum over ranks r in rank order of (r == rank() ? own : landing(r))[i].
-  void sum_ranks(void* recv, const void* own, size_t count, DType t);
+  void sum_landed(void* recv, const void* own, size_t count, DType t);
 
-  CommStream& cs_;
   OwnedMpiComm group_;
   int rank_ = 0, size_ = 1;
   std::unique_ptr<Shared> shm_;
@@ -68,8 +65,7 @@ class HostMemoryComm final : public Comm {
   gpu::DeviceBuffer<char> landing_;  // (size - 1) slots of land_bytes_
   size_t land_bytes_ = 0;
   uint32_t chunk_seq_ = 0;   // chunks exchanged so far (the same on every rank)
-  void* write_value_ = nullptr;  // cuStreamWriteValue32 / cuStreamWaitValue32 (no libcuda link)
-  void* wait_value_ = nullptr;
+  StreamFlags flag_ops_{"host_memory"};
 };
 
 }  // namespace vit

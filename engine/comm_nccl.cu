@@ -44,7 +44,7 @@ void CommStream::wait(Comm::Ticket t) {
   CUDA_CHECK(cudaStreamWaitEvent(compute_, ring_[t % kRing], 0));
 }
 
-NcclComm::NcclComm(ncclComm_t c, CommStream& cs) : comm_(c), cs_(cs) {
+NcclComm::NcclComm(ncclComm_t c, CommStream& cs) : StreamComm(cs), comm_(c) {
   NCCL_CHECK(ncclCommUserRank(comm_, &rank_));
   NCCL_CHECK(ncclCommCount(comm_, &size_));
 }

@@ -39,7 +39,21 @@ class CommStream {
   Comm::Ticket next_ = 1;  // 0 means "nothing to wait for"
 };
 
-class NcclComm final : public Comm {
+// A comm whose collectives run on a CommStream (NCCL's and the one-host transports): its tickets are points on
+// that stream.
+class StreamComm : public Comm {
+ public:
+  explicit StreamComm(CommStream& cs) : cs_(cs) {}
+  Ticket ticket() override { return cs_.ticket(); }
+  void wait(Ticket t) override { cs_.wait(t); }
+  void synchronize() override { cs_.synchronize(); }
+  CommStream& comm_stream() const { return cs_; }
+
+ protected:
+  CommStream& cs_;
+};
+
+class NcclComm final : public StreamComm {
  public:
   // All ranks of MPI_COMM_WORLD, one GPU each; collectives go on `cs` (which must outlive the comm).
   static std::unique_ptr<NcclComm> world(CommStream& cs);
@@ -54,16 +68,11 @@ class NcclComm final : public Comm {
   void allgather(void* recv, const void* send, size_t count, DType t) override;
   void reduce_scatter(void* recv, const void* send, size_t count, DType t) override;
   void allreduce(void* buf, size_t count, DType t) override;
-  Ticket ticket() override { return cs_.ticket(); }
-  void wait(Ticket t) override { cs_.wait(t); }
-  void synchronize() override { cs_.synchronize(); }
   std::string describe() const override;
-  CommStream& comm_stream() const { return cs_; }
 
  private:
   NcclComm(ncclComm_t c, CommStream& cs);
   ncclComm_t comm_ = nullptr;
-  CommStream& cs_;
   int rank_ = 0, size_ = 1;
 };
 

@@ -495,7 +495,8 @@ std::vector<Field> build_fields() {
                           "the other strategies hold full parameters anyway"));
   f.push_back(int_field("distributed.comm_burst", VIT_MEMBER(distributed.comm_burst), 1, 1024,
                         "ZeRO-3 gathers k units at once, ZeRO-2/3 reduce-scatter k units at once, so the GPUs' links "
-                        "idle between bursts (+k-1 gathered units, +2k-2 unit gradients per rank)"));
+                        "idle between bursts (+k-1 gathered units, +2k-2 unit gradients per rank; same results, "
+                        "measured no faster)"));
   f.push_back(choice_field("distributed.transport", VIT_MEMBER(distributed.transport), {"auto", "nccl", "copy_engine", "host_memory"},
                            "GPU shard groups of one host: collectives by the copy engines over NVLink (copy_engine: no SMs) "
                            "or through shared host memory over PCIe (host_memory: NVLink stays asleep, its power left "

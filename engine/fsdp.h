@@ -24,9 +24,9 @@
 // micro-batches and the optimizer stay fp32. Comms of one rank move nothing and keep fp32.
 // Bursts (burst = k > 1): ZeRO-3 gathers the next k units at once whenever the next one is missing, and ZeRO-2/3
 // reduce-scatter k units' gradients at once (the last burst of backward may be shorter), so the links between
-// the GPUs idle k units long between collectives: a GPU whose links carry anything at least every ~2 ms loses
-// ~3% of its clock at the power cap (docs/benchmarks.md runs 98-99). Costs k + 1 parameter slots and 2k gradient
-// slots instead of 2 and 2.
+// the GPUs idle k units long between collectives. Costs k + 1 parameter slots and 2k gradient slots instead of 2
+// and 2. Same results, but no faster on 2x H200: NVLink sleeps only after 50 ms idle, longer than a step
+// (docs/benchmarks.md runs 101-102); the host-memory transport keeps it asleep instead (engine/comm_host.h).
 #pragma once
 #include <algorithm>
 #include <cstring>
