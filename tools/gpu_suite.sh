@@ -2,7 +2,7 @@
 # The one script the GPU machine runs: every GPU test (each test case in its own process, so one crash
 # cannot hide the others), every kernel benchmark, the training benchmark, and the PyTorch anchors in the
 # same run. Builds nothing: expects binaries in $BIN (default .devcarry/bin, made by tools/pack_device.sh).
-#   bash tools/gpu_suite.sh [tests|bench|train|attn|parity|fmnist|trainrun|recipe|scaling|comm|links|ops|overlap|loader|anchors|all]...
+#   bash tools/gpu_suite.sh [tests|bench|train|attn|parity|fmnist|trainrun|recipe|scaling|many|comm|links|ops|overlap|loader|anchors|all]...
 set -uo pipefail
 BIN=${BIN:-.devcarry/bin}
 # pack_device.sh ships the programs as one archive (the carry limit): unpack it once.
@@ -68,7 +68,7 @@ engine() {  # engine NP [bench_train flags and overrides]
   local pass=(-x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH)
   [ -n "${VIT_GEMM_AUTOTUNE:-}" ] && pass+=(-x VIT_GEMM_AUTOTUNE)
   [ -n "${NCCL_P2P_DISABLE:-}" ] && pass+=(-x NCCL_P2P_DISABLE)
-  mpirun --allow-run-as-root -np "$1" "${pass[@]}" "$BIN/bench_train" configs/vit_base.toml \
+  mpirun --allow-run-as-root -np "$1" "${pass[@]}" "$BIN/bench_train" "${CFG:-configs/vit_base.toml}" \
     model.drop_path_rate=0 training.label_smoothing=0 "${@:2}" 2>&1 | grep -E "ENGINE|BLOCKS|PHASES|OPS|GEMM" \
     | sed "s/^ENGINE /${ETAG:-ENGINE} /" | tee -a "$SUMMARY"
 }
@@ -245,6 +245,73 @@ if alone and multi:
     print(f"COMM engine ZeRO-3 fp32 sustained: {len(alone)} GPUs alone at once {'/'.join(map(str, alone))} img/s, "
           f"together {multi[0]} img/s per GPU: step {100 * (slow / multi[0] - 1):+.1f}% against the slowest alone "
           f"({100 * (mean / multi[0] - 1):+.1f}% against their mean)")
+PY
+fi
+
+if has many && ((N > 2)); then  # more than two GPUs of one host
+  # Every GPU count 1, 2, 4 (, 8) up to N, in the order of MANY_PARTS (the most wanted first, so a cut-off call
+  # keeps them): vitb: ViT-B/16 b256 per GPU, ZeRO-3, on every count beside FSDP2 (FSDP2_MODES) on the same
+  # counts; equiv: the same global batch on every count and the N/2 x 2 hybrids (multi_gpu_equivalence.sh);
+  # resume: an N-GPU checkpoint stopped and resumed on N, and continued on 2 (multi_gpu_resume.sh); memory: ZeRO-3
+  # per-GPU memory of ViT-L/16 (b256) and ViT-H/14 (b64) on N GPUs against 16 B x params / N + working set;
+  # strategies: the other three strategies and the other one-host transports on N; large: ViT-L/16 b256 per GPU,
+  # ZeRO-3, on every count beside FSDP2. A SCALING table (per-GPU img/s against one GPU) ends it.
+  counts=(1); for ((k = 2; k <= N; k *= 2)); do counts+=("$k"); done
+  fsdp2n() {  # fsdp2n MODEL MODE NP
+    (cd "$ANCH" && PYTHONUNBUFFERED=1 timeout 300 torchrun --nproc-per-node "$3" anchor_fsdp2.py "$1" 256 "$2" 2>&1 \
+      | grep FSDP2) | tee -a "$SUMMARY"
+  }
+  large=(training.micro_batch_size=256 training.grad_accum=1)
+  vitl() { CFG=configs/vit_large.toml engine "$@"; }
+  for part in ${MANY_PARTS:-vitb equiv resume memory strategies large}; do
+    case $part in
+      vitb)
+        for np in "${counts[@]}"; do with_clocks "many vitb np=$np" engine "$np"; done
+        for mode in ${FSDP2_MODES:-compile}; do
+          for np in "${counts[@]}"; do with_clocks "many FSDP2 $mode np=$np" fsdp2n vit_base_patch16_224 "$mode" "$np"; done
+        done ;;
+      equiv)
+        PARTS=${EQUIV_PARTS:-all} bash tests/gpu/multi_gpu_equivalence.sh "$BIN" 2>&1 | tee "$LOG/equiv.log" | tail -4
+        grep -E "EQUIV|TRANSPORT|FAIL|skipped" "$LOG/equiv.log" >> "$SUMMARY" ;;
+      resume)
+        bash tests/gpu/multi_gpu_resume.sh "$BIN" 2>&1 | tee "$LOG/resume.log" | grep -E "RESUME|skipped" | tee -a "$SUMMARY" ;;
+      memory)
+        vitl "$N" --warmup 3 --steps 5 "${large[@]}"
+        CFG=configs/vit_huge.toml engine "$N" --warmup 2 --steps 3 model.drop_path_rate=0 training.grad_accum=1 ;;
+      strategies)
+        for st in no_shard optim optim_grads; do engine "$N" distributed.strategy=$st; done
+        for tr in nccl host_memory; do engine "$N" distributed.transport=$tr; done ;;
+      large)
+        for np in "${counts[@]}"; do with_clocks "many vitl np=$np" vitl "$np" "${large[@]}"; done
+        for np in 1 "$N"; do with_clocks "many FSDP2 vitl np=$np" fsdp2n vit_large_patch16_224 "${FSDP2_MODES%% *}" "$np"; done ;;
+    esac
+  done
+  python3 - "$SUMMARY" <<'PY' | tee -a "$SUMMARY"
+import re, sys
+eng, f2 = {}, {}
+for l in open(sys.argv[1]):
+    m = re.search(r"^ENGINE model=configs/(\w+)\.toml rank=0/(\d+) bs=(\d+) strategy=(\w+) grads=(\w+) img_s=(\d+).* alloc_GiB=([\d.]+)"
+                  r".* zero3_state_formula_GiB=([\d.]+) working_set_GiB=([\d.]+).* steps=(\d+).* transport=(\w+)", l)
+    if m:
+        model, n, bs, st, gr, ims, alloc, state, ws, steps, tr = m.groups()
+        if int(steps) > 100:  # `scaling`'s sustained runs: another window
+            continue
+        if int(steps) >= 20:  # not the memory runs' few steps
+            eng.setdefault((model, bs, st, tr if int(n) > 1 else "-"), {})[int(n)] = int(ims)
+        else:
+            print(f"MEMORY {model} b{bs} ZeRO-3 on {n} GPUs: {alloc} GiB allocated per GPU = ZeRO-3 state {state} GiB "
+                  f"(16 B x params / {n}) + working set {ws} GiB")
+    m = re.search(r"FSDP2 model=(\w+) gpus=(\d+) .*mode=(\w+) .*img_s_per_gpu=(\d+)", l)
+    if m: f2.setdefault((m[1], m[3]), {})[int(m[2])] = int(m[4])
+for (model, bs, st, tr), d in sorted(eng.items()):
+    base = eng.get((model, bs, "optim_grads_params", "-"), {}).get(1)
+    for n, v in sorted(d.items()):
+        if n > 1 and base:
+            print(f"SCALING {model} b{bs} {st} ({tr}): 1 GPU {base} img/s, {n} GPUs {v} img/s per GPU = {100 * v / base:.1f}%")
+for (model, mode), d in sorted(f2.items()):
+    for n, v in sorted(d.items()):
+        if n > 1 and 1 in d:
+            print(f"SCALING FSDP2 {model} {mode}: 1 GPU {d[1]} img/s, {n} GPUs {v} img/s per GPU = {100 * v / d[1]:.1f}%")
 PY
 fi
 
@@ -444,4 +511,5 @@ if [ -n "${OUT:-}" ]; then
   [ -f "$LOG/parity.log" ] && cp "$LOG/parity.log" "$OUT/"
   [ -f "$LOG/recipe_curves.png" ] && cp "$LOG/recipe_curves.png" "$OUT/"
   [ -f "$LOG/recipe.log" ] && cp "$LOG/recipe.log" "$OUT/"
+  cat "$LOG"/equiv.log "$LOG"/resume.log > "$OUT/multi.log" 2>/dev/null
 fi

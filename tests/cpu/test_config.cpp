@@ -371,6 +371,8 @@ TEST_CASE("config: every shipped config loads, and the reference recipe mirror h
   CHECK(base.training.label_smoothing == 0.1);
   const Config large = load_config(dir + "vit_large.toml", {});
   CHECK((large.model.embed_dim == 1024 && large.model.depth == 24 && large.model.num_heads == 16));
+  const Config huge = load_config(dir + "vit_huge.toml", {});
+  CHECK((huge.model.embed_dim == 1280 && huge.model.depth == 32 && huge.model.num_heads == 16 && huge.model.patch_size == 14));
   const Config fm = load_config(dir + "fmnist_cpu.toml", {});
   CHECK((fm.model.img_size[0] == 28 && fm.model.in_chans == 1 && fm.model.num_classes == 10));
   CHECK(fm.data.train_path == "runs/data/fmnist_train.vitpack");
