@@ -254,20 +254,21 @@ if has many && ((N > 2)); then  # more than two GPUs of one host
   # counts; equiv: the same global batch on every count and the N/2 x 2 hybrids (multi_gpu_equivalence.sh);
   # resume: an N-GPU checkpoint stopped and resumed on N, and continued on 2 (multi_gpu_resume.sh); memory: ZeRO-3
   # per-GPU memory of ViT-L/16 (b256) and ViT-H/14 (b64) on N GPUs against 16 B x params / N + working set;
-  # strategies: the other three strategies and the other one-host transports on N; large: ViT-L/16 b256 per GPU,
-  # ZeRO-3, on every count beside FSDP2. A SCALING table (per-GPU img/s against one GPU) ends it.
+  # strategies: the other three strategies and the other transports on N; large: ViT-L/16 b256 per GPU, ZeRO-3,
+  # on every count (and every transport on N) beside FSDP2. A SCALING table (per-GPU img/s against one GPU) ends it.
   counts=(1); for ((k = 2; k <= N; k *= 2)); do counts+=("$k"); done
   fsdp2n() {  # fsdp2n MODEL MODE NP
     (cd "$ANCH" && PYTHONUNBUFFERED=1 timeout 300 torchrun --nproc-per-node "$3" anchor_fsdp2.py "$1" 256 "$2" 2>&1 \
       | grep FSDP2) | tee -a "$SUMMARY"
   }
+  modes=${FSDP2_MODES:-compile}
   large=(training.micro_batch_size=256 training.grad_accum=1)
   vitl() { CFG=configs/vit_large.toml engine "$@"; }
   for part in ${MANY_PARTS:-vitb equiv resume memory strategies large}; do
     case $part in
       vitb)
         for np in "${counts[@]}"; do with_clocks "many vitb np=$np" engine "$np"; done
-        for mode in ${FSDP2_MODES:-compile}; do
+        for mode in $modes; do
           for np in "${counts[@]}"; do with_clocks "many FSDP2 $mode np=$np" fsdp2n vit_base_patch16_224 "$mode" "$np"; done
         done ;;
       equiv)
@@ -278,12 +279,14 @@ if has many && ((N > 2)); then  # more than two GPUs of one host
       memory)
         vitl "$N" --warmup 3 --steps 5 "${large[@]}"
         CFG=configs/vit_huge.toml engine "$N" --warmup 2 --steps 3 model.drop_path_rate=0 training.grad_accum=1 ;;
-      strategies)
+      strategies)  # with its own one-GPU base, so that a call of this part alone gives scaling
+        engine 1
         for st in no_shard optim optim_grads; do engine "$N" distributed.strategy=$st; done
-        for tr in nccl host_memory; do engine "$N" distributed.transport=$tr; done ;;
+        for tr in copy_engine nccl host_memory; do engine "$N" distributed.transport=$tr; done ;;
       large)
         for np in "${counts[@]}"; do with_clocks "many vitl np=$np" vitl "$np" "${large[@]}"; done
-        for np in 1 "$N"; do with_clocks "many FSDP2 vitl np=$np" fsdp2n vit_large_patch16_224 "${FSDP2_MODES%% *}" "$np"; done ;;
+        for tr in nccl host_memory; do vitl "$N" "${large[@]}" distributed.transport=$tr; done
+        for np in 1 "$N"; do with_clocks "many FSDP2 vitl np=$np" fsdp2n vit_large_patch16_224 "${modes%% *}" "$np"; done ;;
     esac
   done
   python3 - "$SUMMARY" <<'PY' | tee -a "$SUMMARY"
