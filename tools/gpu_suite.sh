@@ -302,8 +302,8 @@ for l in open(sys.argv[1]):
         if int(steps) >= 20:  # not the memory runs' few steps
             eng.setdefault((model, bs, st, tr if int(n) > 1 else "-"), {})[int(n)] = int(ims)
         else:
-            print(f"MEMORY {model} b{bs} ZeRO-3 on {n} GPUs: {alloc} GiB allocated per GPU = ZeRO-3 state {state} GiB "
-                  f"(16 B x params / {n}) + working set {ws} GiB")
+            print(f"MEMORY {model} b{bs} ZeRO-3 on {n} GPUs: {alloc} GiB allocated per GPU; the formula's state "
+                  f"16 B x params / {n} = {state} GiB, the rest (working set) {ws} GiB")
     m = re.search(r"FSDP2 model=(\w+) gpus=(\d+) .*mode=(\w+) .*img_s_per_gpu=(\d+)", l)
     if m: f2.setdefault((m[1], m[3]), {})[int(m[2])] = int(m[4])
 for (model, bs, st, tr), d in sorted(eng.items()):
