@@ -72,6 +72,11 @@ engine() {  # engine NP [bench_train flags and overrides]
     model.drop_path_rate=0 training.label_smoothing=0 "${@:2}" 2>&1 | grep -E "ENGINE|BLOCKS|PHASES|OPS|GEMM" \
     | sed "s/^ENGINE /${ETAG:-ENGINE} /" | tee -a "$SUMMARY"
 }
+# PyTorch FSDP2 (the anchor) on NP GPUs, batch 256 per GPU: its FSDP2 line goes to the summary.
+fsdp2() {  # fsdp2 TIMM_MODEL MODE NP   (MODE eager or compile)
+  (cd "$ANCH" && PYTHONUNBUFFERED=1 timeout 400 torchrun --nproc-per-node "$3" anchor_fsdp2.py "$1" 256 "$2" 2>&1 \
+    | grep FSDP2) | tee -a "$SUMMARY"
+}
 # The step without communication: every GPU training alone at the same time, one independent process each (one
 # rank: no collectives at all), so the GPUs share the host's heat and power as in the N-GPU job.
 alone() {  # alone [bench_train flags and overrides]
@@ -216,12 +221,8 @@ if has scaling; then
   with_clocks "bench_train $N independent 1-GPU runs at once, sustained" alone "${sustained[@]}"
   with_clocks "bench_train np=$N sustained" engine $N "${sustained[@]}"
   # FSDP2 with its clocks too: does its N-GPU step lose the clock to the links as the engine's does (run 98)?
-  fsdp2() {  # fsdp2 MODE NP
-    (cd "$ANCH" && PYTHONUNBUFFERED=1 timeout 400 torchrun --nproc-per-node "$2" anchor_fsdp2.py vit_base_patch16_224 256 \
-      "$1" 2>&1 | grep FSDP2) | tee -a "$SUMMARY"
-  }
   for mode in eager compile; do
-    for np in 1 $N; do with_clocks "FSDP2 $mode np=$np" fsdp2 $mode $np; done
+    for np in 1 $N; do with_clocks "FSDP2 $mode np=$np" fsdp2 vit_base_patch16_224 $mode $np; done
   done
   # Scaling = per-GPU img/s on N GPUs / img/s on one, for the engine and for FSDP2 (same call).
   python3 - "$SUMMARY" <<'PY' | tee -a "$SUMMARY"
@@ -257,10 +258,6 @@ if has many && ((N > 2)); then  # more than two GPUs of one host
   # strategies: the other three strategies and the other transports on N; large: ViT-L/16 b256 per GPU, ZeRO-3,
   # on every count (and every transport on N) beside FSDP2. A SCALING table (per-GPU img/s against one GPU) ends it.
   counts=(1); for ((k = 2; k <= N; k *= 2)); do counts+=("$k"); done
-  fsdp2n() {  # fsdp2n MODEL MODE NP
-    (cd "$ANCH" && PYTHONUNBUFFERED=1 timeout 300 torchrun --nproc-per-node "$3" anchor_fsdp2.py "$1" 256 "$2" 2>&1 \
-      | grep FSDP2) | tee -a "$SUMMARY"
-  }
   modes=${FSDP2_MODES:-compile}
   large=(training.micro_batch_size=256 training.grad_accum=1)
   vitl() { CFG=configs/vit_large.toml engine "$@"; }
@@ -269,13 +266,13 @@ if has many && ((N > 2)); then  # more than two GPUs of one host
       vitb)
         for np in "${counts[@]}"; do with_clocks "many vitb np=$np" engine "$np"; done
         for mode in $modes; do
-          for np in "${counts[@]}"; do with_clocks "many FSDP2 $mode np=$np" fsdp2n vit_base_patch16_224 "$mode" "$np"; done
+          for np in "${counts[@]}"; do with_clocks "many FSDP2 $mode np=$np" fsdp2 vit_base_patch16_224 "$mode" "$np"; done
         done ;;
       equiv)
         PARTS=${EQUIV_PARTS:-all} bash tests/gpu/multi_gpu_equivalence.sh "$BIN" 2>&1 | tee "$LOG/equiv.log" | tail -4
         grep -E "EQUIV|TRANSPORT|FAIL|skipped" "$LOG/equiv.log" >> "$SUMMARY" ;;
       resume)
-        bash tests/gpu/multi_gpu_resume.sh "$BIN" 2>&1 | tee "$LOG/resume.log" | grep -E "RESUME|skipped" | tee -a "$SUMMARY" ;;
+        bash tests/gpu/multi_gpu_resume.sh "$BIN" 2>&1 | tee "$LOG/resume.log" | grep -E "RESUME|FAIL|skipped" | tee -a "$SUMMARY" ;;
       memory)
         vitl "$N" --warmup 3 --steps 5 "${large[@]}"
         CFG=configs/vit_huge.toml engine "$N" --warmup 2 --steps 3 model.drop_path_rate=0 training.grad_accum=1 ;;
@@ -286,7 +283,7 @@ if has many && ((N > 2)); then  # more than two GPUs of one host
       large)
         for np in "${counts[@]}"; do with_clocks "many vitl np=$np" vitl "$np" "${large[@]}"; done
         for tr in nccl host_memory; do vitl "$N" "${large[@]}" distributed.transport=$tr; done
-        for np in 1 "$N"; do with_clocks "many FSDP2 vitl np=$np" fsdp2n vit_large_patch16_224 "${modes%% *}" "$np"; done ;;
+        for np in 1 "$N"; do with_clocks "many FSDP2 vitl np=$np" fsdp2 vit_large_patch16_224 "${modes%% *}" "$np"; done ;;
     esac
   done
   python3 - "$SUMMARY" <<'PY' | tee -a "$SUMMARY"

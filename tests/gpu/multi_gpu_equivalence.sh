@@ -11,20 +11,8 @@
 #   transport: tests/gpu_mpi/test_comm_transport   ranks: 1 vs N GPUs   same: copy engines and bursts vs NCCL
 #   hm: host memory vs NCCL
 set -uo pipefail
-BIN=$1
-N=$(nvidia-smi -L | wc -l)
-[ "$N" -ge 2 ] || { echo "multi_gpu_equivalence: needs >= 2 GPUs, found $N: skipped"; exit 0; }
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-GB=64
-COMMON="training.steps=30 training.log_interval=1 training.val_interval=0 scheduler.warmup_steps=5 model.drop_path_rate=0
-  model.drop_rate=0 model.proj_drop_rate=0 model.attn_drop_rate=0 model.pos_drop_rate=0 training.label_smoothing=0"
-run() {  # run NAME NP [overrides]
-  local name=$1 np=$2; shift 2
-  timeout 300 mpirun --allow-run-as-root -np "$np" -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH -x VIT_GEMM_AUTOTUNE="${TUNE:-1}" \
-    "$BIN/vit_train" configs/vit_base.toml \
-    $COMMON training.micro_batch_size=$((GB / np)) run.output_dir="$T/$name" "$@" > "$T/$name.log" 2>&1 \
-    || { tail -20 "$T/$name.log"; echo "FAIL: $name"; return 1; }
-}
+source "$(dirname "$0")/multi_gpu_common.sh" multi_gpu_equivalence "$1"
+run() { vit_run "$1" "$2" training.steps=30 "${@:3}"; }  # run NAME NP [overrides]
 compare() {  # compare A B LABEL
   # Memorising 64 images at lr 2.5e-4 is chaotic: rounding that legitimately differs (GEMMs of 64 rows against 32,
   # fp32 sums in another order) moves single middle steps by up to 5% (docs/benchmarks.md, run 81: 1 GPU

@@ -5,10 +5,7 @@
 # rank and the step.
 #   [TRANSPORTS="copy_engine host_memory"] multi_gpu_faults.sh BIN_DIR
 set -uo pipefail
-BIN=$1
-N=$(nvidia-smi -L | wc -l)
-[ "$N" -ge 2 ] || { echo "multi_gpu_faults: needs >= 2 GPUs, found $N: skipped"; exit 0; }
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+source "$(dirname "$0")/multi_gpu_common.sh" multi_gpu_faults "$1"
 RUN=(configs/vit_base.toml training.steps=50 scheduler.warmup_steps=5 training.micro_batch_size=16
      training.val_interval=0 distributed.timeout_s=20)
 bad=0

@@ -9,21 +9,9 @@
 #          multi_gpu_equivalence.sh), and the log says which rank count wrote the checkpoint.
 #   multi_gpu_resume.sh BIN_DIR
 set -uo pipefail
-BIN=$1
-N=$(nvidia-smi -L | wc -l)
-[ "$N" -ge 2 ] || { echo "multi_gpu_resume: needs >= 2 GPUs, found $N: skipped"; exit 0; }
-T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-GB=64
+source "$(dirname "$0")/multi_gpu_common.sh" multi_gpu_resume "$1"
 TO=$(( N > 2 ? 2 : 1 ))
-COMMON="training.steps=20 training.log_interval=1 training.val_interval=0 scheduler.warmup_steps=5 training.checkpoint.interval=10
-  model.drop_path_rate=0 model.drop_rate=0 model.proj_drop_rate=0 model.attn_drop_rate=0 model.pos_drop_rate=0
-  training.label_smoothing=0"
-run() {  # run NAME NP [overrides]
-  local name=$1 np=$2; shift 2
-  timeout 300 mpirun --allow-run-as-root -np "$np" -x NCCL_NVLS_ENABLE=0 -x LD_LIBRARY_PATH -x VIT_GEMM_AUTOTUNE=0 \
-    "$BIN/vit_train" configs/vit_base.toml $COMMON training.micro_batch_size=$((GB / np)) run.output_dir="$T/$name" \
-    "$@" >> "$T/$name.log" 2>&1 || { tail -20 "$T/$name.log"; echo "RESUME FAIL: $name ($np GPUs)"; return 1; }
-}
+run() { TUNE=0 vit_run "$1" "$2" training.steps=20 training.checkpoint.interval=10 "${@:3}"; }  # run NAME NP [overrides]
 check() {  # check STRAIGHT RESUMED MODE LABEL
   python3 - "$T/$1/metrics.jsonl" "$T/$2/metrics.jsonl" "$3" "$4" <<'PY'
 import json, sys
